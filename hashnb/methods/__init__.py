@@ -1,0 +1,16 @@
+"""Hashing methods by name.
+
+Each method is a short composition of shared parts (backbone + head from
+:mod:`hashnb.models`, centers from :mod:`hashnb.centers`, a loss from :mod:`hashnb.losses`)
+trained by the one loop in :mod:`hashnb.train`::
+
+    m = create_method("csq", bits=32, num_classes=10, in_dim=64)
+
+Registered: ``lsh``, ``itq`` (closed form, no gradient training) and ``csq``.
+"""
+from hashnb.methods.base import (HashMethod, ClosedFormMethod, create_method, list_methods,
+                                 register_method)
+from hashnb.methods import shallow as _shallow  # noqa: F401  (registers lsh, itq)
+from hashnb.methods import csq as _csq  # noqa: F401  (registers csq)
+
+__all__ = ["HashMethod", "ClosedFormMethod", "create_method", "list_methods", "register_method"]

@@ -1,0 +1,63 @@
+"""Helpers for the book's notebooks: glue numbers into prose, say which data a chapter uses.
+
+``glue`` forwards to ``myst_nb.glue`` when the notebook is executed by Jupyter Book (so
+``{glue:text}`` roles in the prose show numbers from executed cells) and simply displays
+the value elsewhere (Colab, JupyterLab without myst-nb).
+"""
+from __future__ import annotations
+
+import os
+
+from hashnb.utils import fast_mode
+
+__all__ = ["glue", "chapter_dataset", "banner"]
+
+
+def glue(name: str, value, display: bool = False):
+    """Record ``value`` under ``name`` for ``{glue:text}`name`` in the book's prose."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # Colab / plain Jupyter: show it, nothing to glue into
+        if display:
+            from IPython.display import display as _display
+            _display(value)
+        return value
+    _glue(name, value, display=display)
+    return value
+
+
+def banner(dataset, split=None) -> str:
+    """One line saying what data the chapter runs on (printed by every chapter)."""
+    mode = "FAST profile (HASHNB_FAST=1)" if fast_mode() else "full profile"
+    parts = [f"data: {dataset.name} ({len(dataset.labels):,} items, {dataset.labels.shape[1]} classes)"]
+    if split is not None:
+        parts.append(f"protocol {split.protocol}, seed {split.seed}: {len(split.train):,} train, "
+                     f"{len(split.val):,} val, {len(split.query):,} query, "
+                     f"{len(split.database):,} database")
+    parts.append(mode)
+    return " | ".join(parts)
+
+
+def chapter_dataset(prefer: str = "digits"):
+    """The dataset a chapter runs on.
+
+    ``prefer="cifar10"`` uses frozen EfficientNet-Lite0 features of CIFAR-10 when the data
+    can be found (``HASHNB_DATA`` or torchvision's download) and otherwise falls back, with
+    a printed notice, to the embedded ``digits``: the fallback is the notebook's choice,
+    made visibly, never a silent substitution inside the library.
+    """
+    from hashnb.data import DatasetNotFoundError, load_dataset, load_features
+
+    if prefer == "cifar10":
+        try:
+            return load_features("cifar10")
+        except DatasetNotFoundError as err:
+            print(f"CIFAR-10 not available ({err.__class__.__name__}); falling back to the "
+                  "embedded digits data. Set HASHNB_DATA to run this chapter on CIFAR-10.")
+    elif prefer != "digits":
+        raise ValueError("prefer must be 'digits' or 'cifar10'")
+    return load_dataset("digits")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true")

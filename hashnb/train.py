@@ -1,0 +1,545 @@
+"""The one training loop, shared by every method.
+
+``fit(method, dataset, split)`` does, in order: seeds, device (CUDA, MPS, CPU), the method's
+``on_train_start`` hook, epochs of ``method.loss`` with Adam (mixed precision on CUDA), the
+method's epoch hooks, validation mAP every ``val_every`` epochs, checkpoints, and finally
+the best-on-validation weights. Validation queries are ``split.val`` against ``split.train``
+as the database: the query set and the retrieval database are never looked at.
+
+Runs live in a folder (``config.json``, ``history.json``, ``checkpoint.pt`` while training,
+``model.pt`` when done). ``fit`` with an existing finished ``run_dir`` loads instead of
+training ("load if present, else train"); an interrupted run resumes from its checkpoint.
+
+Distributed data parallel: launch the same script with ``torchrun --nproc_per_node N``;
+``fit`` sees ``WORLD_SIZE`` and initialises the process group (gloo on CPU, NCCL on CUDA),
+shards every epoch's batches across ranks and writes files from rank 0 only.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from hashnb.utils import as_tensor, cache_dir, default_device, seed_everything
+
+__all__ = ["fit", "run_method", "Run", "TrainContext", "LivePlot", "encode_dataset",
+           "method_from_dataset"]
+
+
+# ---------------------------------------------------------------------------------------
+# data feeding
+# ---------------------------------------------------------------------------------------
+def _is_vector(dataset) -> bool:
+    return getattr(dataset, "kind", "vector") == "vector"
+
+
+def _vectors(dataset, idx) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(dataset.x[idx]), dtype=torch.float32)
+
+
+def _labels(dataset, idx) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(dataset.labels[idx]), dtype=torch.float32)
+
+
+def default_image_transform(method, dataset=None) -> Callable:
+    """uint8 HWC image -> float CHW tensor, resized and normalised for the method's backbone."""
+    from hashnb.models import backbone_preprocess
+
+    try:
+        pre = backbone_preprocess(getattr(method, "backbone_name", ""))
+    except (ValueError, KeyError):
+        pre = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": None}
+    mean = torch.tensor(pre["mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["std"]).view(3, 1, 1)
+    size = pre.get("input_size")
+
+    def transform(img):
+        t = torch.as_tensor(np.asarray(img)).permute(2, 0, 1).float().div(255)
+        if size and t.shape[-1] != size:
+            t = torch.nn.functional.interpolate(t[None], size=(size, size), mode="bilinear",
+                                                antialias=True, align_corners=False)[0]
+        return (t - mean) / std
+
+    return transform
+
+
+def _image_loader(dataset, idx, *, batch_size, shuffle, transform, seed, rank, world,
+                  num_workers=0, epoch=0):
+    from hashnb.data import TorchImageDataset
+
+    tds = TorchImageDataset(dataset, idx, transform)
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            tds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+        sampler.set_epoch(epoch)
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.utils.data.DataLoader(tds, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                       sampler=sampler, generator=g, num_workers=num_workers,
+                                       drop_last=False)
+
+
+@torch.no_grad()
+def encode_dataset(method, dataset, indices, *, batch_size: int = 1024, device=None,
+                   transform=None) -> torch.Tensor:
+    """Codes (len(indices), K) float {-1, +1} on CPU for ``dataset[indices]``."""
+    indices = np.asarray(indices)
+    if _is_vector(dataset) or not getattr(method, "trainable", True):
+        return method.encode(_vectors(dataset, indices), batch_size=batch_size, device=device)
+    transform = transform or default_image_transform(method, dataset)
+    loader = _image_loader(dataset, indices, batch_size=min(batch_size, 256), shuffle=False,
+                           transform=transform, seed=0, rank=0, world=1)
+    return torch.cat([method.encode(xb, batch_size=len(xb), device=device) for xb, _, _ in loader])
+
+
+# ---------------------------------------------------------------------------------------
+# run bookkeeping
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TrainContext:
+    """What hooks and callbacks see: the method, data, device and the history so far."""
+    method: Any
+    dataset: Any
+    split: Any
+    device: torch.device
+    epochs: int
+    train_x: torch.Tensor | None
+    train_y: torch.Tensor
+    history: list = field(default_factory=list)
+    epoch: int = 0
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """A trained (or loaded) method with its data, split, history and config."""
+    method: Any
+    dataset: Any
+    split: Any
+    history: list
+    config: dict
+    run_dir: Path | None = None
+    best_epoch: int | None = None
+    train_seconds: float = 0.0
+    _codes: dict = field(default_factory=dict, repr=False)
+
+    def codes(self, part: str = "database", *, device=None) -> torch.Tensor:
+        """Codes of ``split.<part>`` ("query", "database", "train", "val"), cached."""
+        if part not in self._codes:
+            idx = getattr(self.split, part)
+            self._codes[part] = encode_dataset(self.method, self.dataset, idx, device=device)
+        return self._codes[part]
+
+    def evaluate(self, *, R: int | None = None, ties: str = "average") -> dict:
+        """Retrieval metrics of query vs database codes (:func:`hashnb.metrics.evaluate`)."""
+        from hashnb.metrics import evaluate
+
+        q, db = self.codes("query"), self.codes("database")
+        ql = _labels(self.dataset, self.split.query)
+        dbl = _labels(self.dataset, self.split.database)
+        out = evaluate(q, db, ql, dbl, R=R)
+        if ties != "average":
+            from hashnb.metrics import mean_average_precision
+            out["map"] = mean_average_precision(q, db, ql, dbl, R=R, ties=ties)
+        return out
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return repr(o)
+
+
+def _canonical(cfg: dict) -> dict:
+    return json.loads(json.dumps(cfg, default=_json_default, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------------------
+# live plots
+# ---------------------------------------------------------------------------------------
+class LivePlot:
+    """Callback that redraws loss and validation mAP in a notebook after every epoch.
+
+    In a live kernel the figure updates in place (one display slot); in a saved notebook
+    only its final state remains, so the built book shows the finished curves.
+    """
+
+    def __init__(self, keys: Iterable[str] = ("loss", "val_map"), every: int = 1,
+                 title: str | None = None):
+        self.keys = tuple(keys)
+        self.every = every
+        self.title = title
+        self._handle = None
+        self._fig = None
+
+    def __call__(self, ctx: TrainContext) -> None:
+        last = ctx.epoch + 1 == ctx.epochs
+        if ctx.rank != 0 or ((ctx.epoch + 1) % self.every and not last):
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from hashnb.viz import plot_history
+
+        if self._fig is None:
+            self._fig, axes = plt.subplots(1, len(self.keys), figsize=(4 * len(self.keys), 3))
+            plt.close(self._fig)
+        axes = np.atleast_1d(self._fig.axes)
+        for ax, key in zip(axes, self.keys):
+            ax.clear()
+            plot_history(ctx.history, keys=[key], ax=ax)
+        if self.title:
+            self._fig.suptitle(self.title)
+        self._fig.tight_layout()
+        if self._handle is None:
+            self._handle = display(self._fig, display_id=True)
+        else:
+            self._handle.update(self._fig)
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------
+def _dist_setup(device):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device, False
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    return rank, dist.get_world_size(), device, True
+
+
+def _validate(method, dataset, split, device) -> float | None:
+    from hashnb.metrics import mean_average_precision
+
+    if split.val is None or len(split.val) == 0:
+        return None
+    q = encode_dataset(method, dataset, split.val, device=device)
+    db = encode_dataset(method, dataset, split.train, device=device)
+    return float(mean_average_precision(q, db, _labels(dataset, split.val),
+                                        _labels(dataset, split.train)))
+
+
+def _rng_state():
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st):
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def method_from_dataset(name: str, dataset, *, bits: int, **kwargs):
+    """``create_method`` with ``num_classes`` and (for vectors) ``in_dim`` taken from the data."""
+    from hashnb.methods import create_method
+
+    kw = dict(kwargs)
+    kw.setdefault("num_classes", int(np.asarray(dataset.labels).shape[1]))
+    if _is_vector(dataset):
+        kw.setdefault("in_dim", int(np.asarray(dataset.x).shape[1]))
+    return create_method(name, bits=bits, **kw)
+
+
+def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, weight_decay: float | None = None, seed: int = 0,
+        device=None, amp: bool | None = None, val_every: int | None = None,
+        select: str = "val", scheduler: str | None = None, run_dir: str | Path | None = None,
+        resume: bool = True, callbacks: Iterable[Callable] = (), progress: bool = True,
+        transform: Callable | None = None, num_workers: int = 0,
+        checkpoint_every: int = 1) -> Run:
+    """Train ``method`` on ``split.train`` of ``dataset`` and return a :class:`Run`.
+
+    Parameters
+    ----------
+    epochs, batch_size, lr, weight_decay : default to the method's ``default_*`` values.
+    seed : seeds python/numpy/torch and the batch order.
+    amp : mixed precision; default on for CUDA (bfloat16 where supported, else float16 with
+        a gradient scaler), always off on CPU/MPS.
+    val_every : validation mAP@all (val queries vs train database) every this many epochs
+        and after the last; default ``max(1, epochs // 10)``.
+    select : ``"val"`` keeps the weights of the best validation epoch, ``"last"`` the last.
+    scheduler : None, ``"cosine"`` or ``"step"`` (x0.7 every 10 epochs, CSQ's schedule).
+    run_dir : folder for config/history/checkpoints. A finished run there is loaded instead
+        of trained; a checkpoint there is resumed (``resume=False`` starts over). A config
+        mismatch raises ``ValueError`` rather than mixing two runs.
+    callbacks : called as ``cb(ctx)`` after each epoch on rank 0 (e.g. :class:`LivePlot`).
+    """
+    if select not in ("val", "last"):
+        raise ValueError("select must be 'val' or 'last'")
+    if scheduler not in (None, "cosine", "step"):
+        raise ValueError("scheduler must be None, 'cosine' or 'step'")
+    for part in ("train", "val", "query", "database"):
+        if not hasattr(split, part):
+            raise ValueError(f"split has no {part!r} indices; build it with hashnb.data.make_split")
+    if len(split.train) == 0:
+        raise ValueError("the training split is empty")
+    trainable = getattr(method, "trainable", True)
+    epochs = method.default_epochs if epochs is None else int(epochs)
+    batch_size = batch_size or method.default_batch_size
+    lr = method.default_lr if lr is None else lr
+    weight_decay = method.default_weight_decay if weight_decay is None else weight_decay
+    val_every = val_every or max(1, epochs // 10)
+    if trainable and epochs < 1:
+        raise ValueError("epochs must be >= 1")
+
+    device = default_device(device)
+    rank, world, device, distributed = _dist_setup(device)
+    seed_everything(seed)
+    amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
+
+    config = _canonical({
+        "method": getattr(method, "method_name", type(method).__name__),
+        "hparams": method.hparams(), "dataset": getattr(dataset, "name", None),
+        "dataset_size": len(dataset.labels), "protocol": getattr(split, "protocol", None),
+        "split_seed": getattr(split, "seed", None), "n_train": len(split.train),
+        "n_val": len(split.val), "seed": seed, "epochs": epochs if trainable else 0,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "val_every": val_every, "select": select, "scheduler": scheduler,
+        "world_size": world,
+    })
+    run_dir = Path(run_dir) if run_dir is not None else None
+    main = rank == 0
+    if run_dir is not None:
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = run_dir / "config.json"
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            old_cfg = {k: v for k, v in old.items() if k in config}
+            if old_cfg != config:
+                diff = sorted(k for k in config if old.get(k) != config[k])
+                raise ValueError(f"{run_dir} holds a run with a different config (differs in "
+                                 f"{diff}); use another run_dir or delete it")
+        if (run_dir / "model.pt").exists():
+            return load_run(run_dir, method, dataset, split, device=device)
+
+    method.to(device)
+    train_idx = np.asarray(split.train)
+    train_y = _labels(dataset, train_idx)
+    train_x = _vectors(dataset, train_idx) if _is_vector(dataset) else None
+    ctx = TrainContext(method=method, dataset=dataset, split=split, device=device, epochs=epochs,
+                       train_x=train_x, train_y=train_y, rank=rank, world=world, seed=seed)
+    t0 = time.perf_counter()
+
+    if not trainable:
+        if train_x is None:
+            raise ValueError(f"{config['method']} works on vectors; extract features first "
+                             "(hashnb.data.load_features)")
+        method.fit_closed_form(train_x.to(device), train_y.to(device), seed=seed)
+        run = Run(method, dataset, split, [], config, run_dir, None, time.perf_counter() - t0)
+        if run_dir is not None and main:
+            _finish(run_dir, method, config, [], None, run.train_seconds)
+        return run
+
+    method.on_train_start(ctx)
+    net = method
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.Adam(method.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
+    sched = None
+    if scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    elif scheduler == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -math.inf, None, None
+    start = 0
+    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists() and resume:
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        method.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        if sched is not None and ck.get("scheduler"):
+            sched.load_state_dict(ck["scheduler"])
+        history, start = ck["history"], ck["epoch"] + 1
+        best_score, best_epoch, best_state = ck["best_score"], ck["best_epoch"], ck["best_state"]
+        if ck.get("method_extra") is not None and hasattr(method, "load_extra_state"):
+            method.load_extra_state(ck["method_extra"])
+        _set_rng_state(ck["rng"])
+    if main and run_dir is not None:
+        _atomic_json(config, run_dir / "config.json")
+    ctx.history = history
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, epochs), desc=config["method"], disable=not (progress and main),
+               initial=start, total=epochs, leave=True)
+    n_train = len(train_idx)
+    per_rank_bs = max(1, batch_size // world)
+    for epoch in bar:
+        ctx.epoch = epoch
+        method.train()
+        method.on_epoch_start(epoch, ctx)
+        te = time.perf_counter()
+        sums: dict[str, float] = {}
+        nb = 0
+        if train_x is not None:
+            g = torch.Generator().manual_seed(seed * 100003 + epoch)
+            perm = torch.randperm(n_train, generator=g)[rank::world]
+            batches = ((train_x[b], train_y[b], b) for b in perm.split(per_rank_bs))
+        else:
+            tf = transform or default_image_transform(method, dataset)
+            batches = _image_loader(dataset, train_idx, batch_size=per_rank_bs, shuffle=True,
+                                    transform=tf, seed=seed, rank=rank, world=world,
+                                    num_workers=num_workers, epoch=epoch)
+        for xb, yb, ib in batches:
+            batch = {"x": xb.to(device, non_blocking=True), "y": yb.to(device),
+                     "idx": ib.to(device)}
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                out = net(batch["x"])
+                loss, logs = method.loss(out, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}; lower lr or check inputs")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            nb += 1
+        if sched is not None:
+            sched.step()
+        method.on_epoch_end(epoch, ctx)
+        rec = {"epoch": epoch + 1, **{k: v / max(nb, 1) for k, v in sums.items()},
+               "time": time.perf_counter() - te}
+        rec.update(ctx.extras.pop("epoch_logs", {}))
+        if (epoch + 1) % val_every == 0 or epoch + 1 == epochs:
+            score = _validate(method, dataset, split, device)
+            if score is not None:
+                rec["val_map"] = score
+                if select == "val" and score > best_score:
+                    best_score, best_epoch = score, epoch + 1
+                    best_state = {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
+        history.append(rec)
+        if main:
+            bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("loss", "val_map") if k in rec})
+            for cb in callbacks:
+                cb(ctx)
+            if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+                extra = method.extra_state() if hasattr(method, "extra_state") else None
+                _atomic_save({"model": method.state_dict(), "optimizer": opt.state_dict(),
+                              "scaler": scaler.state_dict(),
+                              "scheduler": sched.state_dict() if sched else None,
+                              "epoch": epoch, "history": history, "best_score": best_score,
+                              "best_epoch": best_epoch, "best_state": best_state,
+                              "method_extra": extra, "rng": _rng_state()}, ckpt_path)
+    bar.close()
+    if select == "val" and best_state is not None:
+        method.load_state_dict(best_state)
+    else:
+        best_epoch = epochs
+    seconds = time.perf_counter() - t0
+    if distributed:
+        dist.barrier()
+    if run_dir is not None and main:
+        _finish(run_dir, method, config, history, best_epoch, seconds)
+    method.eval()
+    return Run(method, dataset, split, history, config, run_dir, best_epoch, seconds)
+
+
+def _finish(run_dir: Path, method, config, history, best_epoch, seconds) -> None:
+    extra = method.extra_state() if hasattr(method, "extra_state") else None
+    _atomic_json(config, run_dir / "config.json")
+    _atomic_json({"history": history, "best_epoch": best_epoch, "train_seconds": seconds},
+                 run_dir / "history.json")
+    _atomic_save({"model": method.state_dict(), "method_extra": extra}, run_dir / "model.pt")
+    ck = run_dir / "checkpoint.pt"
+    if ck.exists():
+        ck.unlink()
+
+
+def load_run(run_dir, method, dataset, split, *, device=None) -> Run:
+    """Load a finished run folder into ``method`` (which must be built with the same config)."""
+    run_dir = Path(run_dir)
+    device = default_device(device)
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+    method.load_state_dict(state["model"])
+    if state.get("method_extra") is not None and hasattr(method, "load_extra_state"):
+        method.load_extra_state(state["method_extra"])
+    method.to(device).eval()
+    h = json.loads((run_dir / "history.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    return Run(method, dataset, split, h["history"], config, run_dir, h["best_epoch"],
+               h.get("train_seconds", 0.0))
+
+
+def run_dir_for(name: str, dataset, split, *, bits: int, seed: int, extra: dict | None = None,
+                root: str | Path | None = None) -> Path:
+    """Deterministic run folder under ``cache_dir('runs')`` for a (method, data, config)."""
+    key = _canonical({"name": name, "bits": bits, "seed": seed,
+                      "dataset": getattr(dataset, "name", None), "n": len(dataset.labels),
+                      "features": (getattr(dataset, "meta", None) or {}).get("features"),
+                      "protocol": getattr(split, "protocol", None),
+                      "split_seed": getattr(split, "seed", None),
+                      "train": hashlib.sha1(np.asarray(split.train).tobytes()).hexdigest(),
+                      **(extra or {})})
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    base = Path(root) if root is not None else cache_dir("runs")
+    return base / f"{getattr(dataset, 'name', 'data')}-{name}-{bits}b-s{seed}-{h}"
+
+
+def run_method(name: str, dataset, split, *, bits: int, seed: int = 0, epochs: int | None = None,
+               lr: float | None = None, batch_size: int | None = None,
+               method_kwargs: dict | None = None, cache: bool = True,
+               root: str | Path | None = None, **fit_kwargs) -> Run:
+    """Build ``name`` for ``dataset`` and train it, or load the cached run with this config."""
+    mk = dict(method_kwargs or {})
+    torch.manual_seed(seed)  # model initialisation
+    method = method_from_dataset(name, dataset, bits=bits, **mk)
+    run_dir = None
+    if cache:
+        run_dir = run_dir_for(name, dataset, split, bits=bits, seed=seed, root=root,
+                              extra={"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                     "method_kwargs": mk,
+                                     **{k: v for k, v in fit_kwargs.items()
+                                        if k not in ("callbacks", "progress", "device")}})
+    return fit(method, dataset, split, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+               run_dir=run_dir, **fit_kwargs)
