@@ -101,8 +101,13 @@ def balanced_random_centers(num_classes: int, bits: int, *, seed: int = 0,
     if num_classes > 1 and num_classes > 2 ** bits:
         raise ValueError(f"{bits} bits hold only {2 ** bits} distinct codes, fewer than "
                          f"{num_classes} classes")
-    rng = np.random.default_rng(seed)
+    from math import comb
+
     n_neg = bits // 2
+    if num_classes > comb(bits, n_neg):
+        raise ValueError(f"only {comb(bits, n_neg)} balanced {bits}-bit codes exist, fewer than "
+                         f"{num_classes} classes; use more bits")
+    rng = np.random.default_rng(seed)
     best = -1
     for _ in range(max_tries):
         c = np.ones((num_classes, bits), dtype=np.float32)

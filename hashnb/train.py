@@ -52,20 +52,23 @@ def _labels(dataset, idx) -> torch.Tensor:
 
 
 def default_image_transform(method, dataset=None) -> Callable:
-    """uint8 HWC image -> float CHW tensor, resized and normalised for the method's backbone."""
+    """Float CHW image in [0, 1] -> resized and normalised for the method's backbone.
+
+    Mean, std and input size come from :func:`hashnb.models.backbone_preprocess`; a
+    backbone without them (e.g. a custom module) gets mean = std = 0.5 and no resize.
+    """
     from hashnb.models import backbone_preprocess
 
     try:
         pre = backbone_preprocess(getattr(method, "backbone_name", ""))
     except (ValueError, KeyError):
-        pre = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": None}
-    mean = torch.tensor(pre["mean"]).view(3, 1, 1)
-    std = torch.tensor(pre["std"]).view(3, 1, 1)
+        pre = {}
+    mean = torch.tensor(pre.get("mean") or (0.5, 0.5, 0.5)).view(3, 1, 1)
+    std = torch.tensor(pre.get("std") or (0.5, 0.5, 0.5)).view(3, 1, 1)
     size = pre.get("input_size")
 
-    def transform(img):
-        t = torch.as_tensor(np.asarray(img)).permute(2, 0, 1).float().div(255)
-        if size and t.shape[-1] != size:
+    def transform(t: torch.Tensor) -> torch.Tensor:
+        if size and tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(t[None], size=(size, size), mode="bilinear",
                                                 antialias=True, align_corners=False)[0]
         return (t - mean) / std
@@ -218,7 +221,10 @@ class LivePlot:
         axes = np.atleast_1d(self._fig.axes)
         for ax, key in zip(axes, self.keys):
             ax.clear()
-            plot_history(ctx.history, keys=[key], ax=ax)
+            if any(key in h for h in ctx.history):  # val_map appears after val_every epochs
+                plot_history(ctx.history, keys=[key], ax=ax)
+            else:
+                ax.set_title(f"{key}: not yet measured", fontsize=9)
         if self.title:
             self._fig.suptitle(self.title)
         self._fig.tight_layout()
@@ -412,6 +418,8 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     bar = tqdm(range(start, epochs), desc=config["method"], disable=not (progress and main),
                initial=start, total=epochs, leave=True)
     n_train = len(train_idx)
+    train_pos = torch.full((len(dataset.labels),), -1, dtype=torch.long)
+    train_pos[torch.as_tensor(train_idx)] = torch.arange(n_train)
     per_rank_bs = max(1, batch_size // world)
     for epoch in bar:
         ctx.epoch = epoch
@@ -426,9 +434,11 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
             batches = ((train_x[b], train_y[b], b) for b in perm.split(per_rank_bs))
         else:
             tf = transform or default_image_transform(method, dataset)
-            batches = _image_loader(dataset, train_idx, batch_size=per_rank_bs, shuffle=True,
-                                    transform=tf, seed=seed, rank=rank, world=world,
-                                    num_workers=num_workers, epoch=epoch)
+            loader = _image_loader(dataset, train_idx, batch_size=per_rank_bs, shuffle=True,
+                                   transform=tf, seed=seed, rank=rank, world=world,
+                                   num_workers=num_workers, epoch=epoch)
+            # the loader yields dataset indices; "idx" is the position in split.train
+            batches = ((xb, yb, train_pos[jb]) for xb, yb, jb in loader)
         for xb, yb, ib in batches:
             batch = {"x": xb.to(device, non_blocking=True), "y": yb.to(device),
                      "idx": ib.to(device)}

@@ -55,6 +55,8 @@ def test_balanced_random_unreachable_bound_is_clear_error():
         balanced_random_centers(100, 16, seed=0, min_dist=8, max_tries=5)
     with pytest.raises(ValueError, match="distinct codes"):
         balanced_random_centers(20, 4)
+    with pytest.raises(ValueError, match="only 6 balanced 4-bit codes"):
+        balanced_random_centers(10, 4)
 
 
 def test_csq_centers_rule():

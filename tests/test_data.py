@@ -431,3 +431,23 @@ def test_random_protocol_train_out_of_database():
                    cache=False)
     assert len(s.database) == 350 and np.intersect1d(s.train_full, s.database).size == 0
     assert len(s.val) == 10 and len(s.train) == 90
+
+
+def test_hashing_dataset_checks():
+    ds = HashingDataset(name="t", x=np.zeros((3, 2), np.float32), labels=[0, 1, 1],
+                        classes=["a", "b", "c"], kind="vector")  # class "c" unused: still 3 columns
+    assert ds.labels.shape == (3, 3) and ds.num_classes == 3
+    np.testing.assert_array_equal(ds.label_ids, [0, 1, 1])
+    with pytest.raises(ValueError, match="rows"):
+        HashingDataset(name="t", x=np.zeros((2, 2)), labels=[0, 1, 1], classes=["a", "b"])
+    with pytest.raises(ValueError, match="class names"):
+        HashingDataset(name="t", x=np.zeros((2, 2)), labels=np.eye(2), classes=["a"])
+    with pytest.raises(ValueError, match="kind"):
+        HashingDataset(name="t", x=np.zeros((2, 2)), labels=[0, 1], classes=["a", "b"], kind="x")
+    multi = HashingDataset(name="m", x=np.zeros((2, 2)), labels=[[1, 1], [0, 1]],
+                           classes=["a", "b"], kind="vector")
+    with pytest.raises(ValueError, match="multi-label"):
+        multi.label_ids
+    sub = ds.subset([2, 0])
+    np.testing.assert_array_equal(sub.label_ids, [1, 0])
+    assert ds.fingerprint != sub.fingerprint

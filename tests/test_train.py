@@ -177,3 +177,49 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert [h["val_map"] for h in r0["history"]] == [h["val_map"] for h in r1["history"]]
     assert (tmp_path / "run" / "model.pt").exists()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["world_size"] == 2
+
+
+def _tiny_images(n_per_class=12, classes=3, seed=0):
+    """Images whose class is their dominant colour channel (a learnable toy task)."""
+    from hashnb.data import HashingDataset
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = rng.integers(0, 80, size=(len(y), 32, 32, 3)).astype(np.uint8)
+    x[np.arange(len(y)), :, :, y] += 150
+    return HashingDataset("toy-images", x, y, [f"c{i}" for i in range(classes)], kind="image")
+
+
+class _Spy:
+    """Wraps a method's loss to record what each batch carried."""
+
+    def __init__(self, method):
+        self.seen = []
+        self.inner = method.loss
+
+    def __call__(self, out, batch):
+        self.seen.append((batch["idx"].cpu(), batch["y"].cpu(), batch["x"].shape))
+        return self.inner(out, batch)
+
+
+@pytest.mark.parametrize("kind", ["vector", "image"])
+def test_batches_carry_train_positions_for_both_data_paths(kind, digits):
+    if kind == "vector":
+        ds, split = digits
+        m = method_from_dataset("csq", ds, bits=8)
+    else:
+        ds = _tiny_images()
+        split = make_split(ds, "random", n_query=6, n_train=24, seed=0, cache=False)
+        m = method_from_dataset("csq", ds, bits=8, backbone="small_cnn")
+    spy = _Spy(m)
+    m.loss = spy
+    run = fit(m, ds, split, epochs=2, batch_size=16, progress=False)
+    train_y = torch.as_tensor(ds.labels[split.train])
+    seen = torch.cat([i for i, _, _ in spy.seen])
+    assert sorted(seen.tolist()) == sorted(list(range(len(split.train))) * 2)
+    for idx, y, _ in spy.seen:
+        assert torch.equal(train_y[idx], y)
+    if kind == "image":
+        assert spy.seen[0][2][1:] == (3, 32, 32)  # small_cnn's input size
+        codes = run.codes("query")
+        assert codes.shape == (6, 8) and set(codes.unique().tolist()) <= {-1.0, 1.0}

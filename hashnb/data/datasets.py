@@ -97,7 +97,8 @@ class HashingDataset:
     def __post_init__(self):
         if self.kind not in ("image", "vector"):
             raise ValueError(f"kind must be 'image' or 'vector', got {self.kind!r}")
-        self.labels = to_multihot(np.asarray(self.labels))
+        y = np.asarray(self.labels)
+        self.labels = to_multihot(y, len(self.classes) if y.ndim == 1 else None)
         n = len(self.labels)
         if self.x is None:
             if self.paths is None:

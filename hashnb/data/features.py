@@ -128,6 +128,7 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
             np.save(f, arr)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

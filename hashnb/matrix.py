@@ -1,0 +1,109 @@
+"""The benchmark matrix: methods x bits x seeds through the one training loop.
+
+Each cell writes one JSON file (``<out>/<dataset>-<protocol>-<method>-<bits>b-s<seed>.json``)
+with the metrics and their provenance: commit, hardware, package versions, dataset,
+protocol, features (backbone, input size), seed, epochs, selection rule and wall times.
+A cell whose JSON exists is skipped, so an interrupted matrix resumes where it stopped.
+``python -m hashnb.bench run ...`` is the command line for :func:`run_matrix`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from hashnb.utils import Timer, provenance
+
+__all__ = ["run_matrix", "load_results", "summarize"]
+
+
+def _result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, seed: int) -> Path:
+    return out / f"{dataset}-{protocol}-{method}-{bits}b-s{seed}.json"
+
+
+def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int], *,
+               dataset: str = "digits", protocol: str | None = None, out: str | Path,
+               epochs: dict | int | None = None, features: dict | None = None,
+               progress: bool = True, root: str | None = None) -> list[dict]:
+    """Run every (method, bits, seed) not already in ``out`` and return all their results.
+
+    Parameters
+    ----------
+    dataset : "digits" (vectors) or an image dataset name, which is turned into frozen
+        features with ``features`` (default tf_efficientnet_lite0 at 128 px).
+    epochs : one number for every method, a {method: epochs} dict, or None for each
+        method's default.
+    """
+    from tqdm.auto import tqdm
+
+    from hashnb.data import load_dataset, load_features, make_split
+    from hashnb.train import run_method
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
+    with Timer() as tf:
+        ds = load_dataset(dataset, root=root)
+        if ds.kind == "image":
+            ds = load_features(ds, progress=progress, **feat_kw)
+    feats = (ds.meta or {}).get("features")
+    cells = [(m, int(b), int(s)) for m in methods for b in bits for s in seeds]
+    results = []
+    bar = tqdm(cells, desc="benchmark matrix", disable=not progress)
+    for method, b, seed in bar:
+        split = make_split(ds, protocol, seed=seed)
+        path = _result_path(out, ds.name, split.protocol, method, b, seed)
+        bar.set_postfix_str(path.stem)
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+            continue
+        ep = epochs.get(method) if isinstance(epochs, dict) else epochs
+        with Timer() as tt:
+            run = run_method(method, ds, split, bits=b, seed=seed, epochs=ep, progress=False)
+        with Timer() as te:
+            metrics = run.evaluate()
+            metrics["map_ties_index"] = run.evaluate(ties="index")["map"]
+        rec = provenance(
+            dataset=ds.name, protocol=split.protocol, split_sizes=split.sizes(),
+            features=feats, method=method, bits=b, seed=seed,
+            epochs=run.config.get("epochs"), best_epoch=run.best_epoch,
+            selection="best validation mAP@all (val queries vs train)" if run.best_epoch
+            else "closed form (no selection)",
+            hparams=run.config.get("hparams"), lr=run.config.get("lr"),
+            batch_size=run.config.get("batch_size"),
+            wall_seconds={"features_load": tf.seconds, "train": tt.seconds,
+                          "evaluate": te.seconds},
+            metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
+                                               "R = all database items for 'map'")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        os.replace(tmp, path)
+        results.append(rec)
+    return results
+
+
+def load_results(folder: str | Path) -> list[dict]:
+    """Every result JSON in ``folder``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def summarize(results: list[dict], metric: str = "map"):
+    """A pandas table: rows (dataset, protocol, method), columns bits, cells 'mean ± std (n)'."""
+    import pandas as pd
+
+    rows = [{"dataset": r["dataset"], "protocol": r["protocol"], "method": r["method"],
+             "bits": r["bits"], "seed": r["seed"], metric: r["metrics"][metric]} for r in results]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+
+    def fmt(v):
+        v = np.asarray(v, dtype=float)
+        sd = v.std(ddof=1) if len(v) > 1 else 0.0
+        return f"{v.mean():.3f} ± {sd:.3f} ({len(v)})"
+
+    return df.pivot_table(index=["dataset", "protocol", "method"], columns="bits",
+                          values=metric, aggfunc=fmt)
