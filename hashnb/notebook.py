@@ -14,7 +14,13 @@ __all__ = ["glue", "chapter_dataset", "banner"]
 
 
 def glue(name: str, value, display: bool = False):
-    """Record ``value`` under ``name`` for ``{glue:text}`name`` in the book's prose."""
+    """Record ``value`` under ``name`` for ``{glue:text}`name`` in the book's prose.
+
+    numpy and 0-d torch scalars are turned into Python numbers first: myst-nb formats
+    ``{glue:text}`x:.3f``` from the text repr, which for ``np.float64`` is not a number.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as _glue
     except ImportError:  # Colab / plain Jupyter: show it, nothing to glue into
