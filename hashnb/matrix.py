@@ -107,3 +107,49 @@ def summarize(results: list[dict], metric: str = "map"):
 
     return df.pivot_table(index=["dataset", "protocol", "method"], columns="bits",
                           values=metric, aggfunc=fmt)
+
+
+# ---------------------------------------------------------------------------------------
+# command line (wired into ``python -m hashnb.bench`` as the ``run`` and ``report`` verbs)
+# ---------------------------------------------------------------------------------------
+def add_subcommands(sub) -> None:
+    """Add ``run`` and ``report`` to an ``argparse`` subparsers object."""
+    p = sub.add_parser("run", help="run the methods x bits x seeds matrix (resumable)")
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--bits", nargs="+", type=int, required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--protocol", default=None, help="default: the dataset's own")
+    p.add_argument("--epochs", type=int, default=None, help="default: each method's")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0")
+    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
+    p.add_argument("--out", required=True, help="folder for one JSON per result")
+    p.set_defaults(func=_cli_run)
+    r = sub.add_parser("report", help="table (mean ± std over seeds) from result JSONs")
+    r.add_argument("folder")
+    r.add_argument("--metric", default="map")
+    r.set_defaults(func=_cli_report)
+
+
+def _cli_run(args) -> None:
+    from hashnb.utils import Timer
+
+    with Timer() as t:
+        res = run_matrix(args.methods, args.bits, args.seeds, dataset=args.dataset,
+                         protocol=args.protocol, out=args.out, epochs=args.epochs,
+                         features={"backbone": args.backbone, "input_size": args.input_size},
+                         root=args.root)
+    print(summarize(res).to_string())
+    print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
+
+
+def _cli_report(args) -> None:
+    res = load_results(args.folder)
+    if not res:
+        raise SystemExit(f"no result JSON in {args.folder}")
+    print(summarize(res, args.metric).to_string())
+    r0 = res[0]
+    print(f"\nmetric: {args.metric} ({r0.get('metric_convention')}); features: "
+          f"{r0.get('features')}; hardware: {r0.get('cpu')} / {r0.get('gpu')}; "
+          f"commit {r0.get('commit')}")
