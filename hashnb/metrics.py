@@ -20,9 +20,9 @@ from 0.14 to 0.33, see the book's metric chapter). Two conventions are offered:
     the database, and does not depend on database order. When R cuts a group of size
     ``n_d`` after ``m`` of its items, the group counts with the fraction ``f = m / n_d``:
     ``f * r_d`` expected relevant items, precision at R ``(rel_before + f * r_d) / R``, and
-    the normaliser is ``rel_before + f * r_d``. Because AP then depends only on the counts
-    ``n_d, r_d``, they are computed with one matrix product and a ``bincount`` per chunk of
-    queries: no sort at all.
+    the normaliser is ``rel_before + f * r_d``. AP then depends only on the counts
+    ``n_d, r_d``, so nothing is sorted: the counts come from one pass over the
+    (query, item) pairs (see below).
 ``ties="index"``
     Rank by (distance, database index), what DeepHash-pytorch does since it stopped shuffling
     its loaders (commit ab14068); use it only to reproduce published numbers.
@@ -31,15 +31,26 @@ Unlike DeepHash-pytorch's ``CalcTopMap(..., topk=-1)``, ``R=None`` keeps *every*
 item (theirs slices ``[0:-1]`` and drops the last one).
 
 All inputs may be numpy arrays or torch tensors: codes float {-1, +1} of shape (n, bits),
-labels multi-hot (n, C). Work is done with torch in chunks of queries, on CUDA when
-available (or the ``device`` given), on CPU otherwise.
+labels multi-hot (n, C). The counts are computed on CPU by a fused numba kernel (XOR,
+popcount, histogram; no distance matrix) when numba is installed, otherwise, and on CUDA
+(the default ``device`` when available), with torch: one matrix product and a ``bincount``
+per chunk of queries. ``HASHNB_NUMBA=0`` forces the torch path. ``ties="index"`` always
+uses torch.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 
 from hashnb.utils import as_tensor
+
+try:  # optional: a fused popcount + histogram kernel, ~8x faster than the torch path on CPU
+    import numba
+    from numba.extending import intrinsic as _intrinsic
+except ImportError:  # pragma: no cover - numba comes with umap-learn
+    numba = None
 
 __all__ = [
     "hamming_distance", "mean_average_precision", "map_at_r", "precision_at_k",
@@ -61,7 +72,7 @@ def _device(device) -> torch.device:
 
 
 def _check_codes(c, name: str, device) -> torch.Tensor:
-    t = as_tensor(c, device=device)
+    t = as_tensor(c.detach() if isinstance(c, torch.Tensor) else c, device=device)
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
@@ -73,7 +84,7 @@ def _check_codes(c, name: str, device) -> torch.Tensor:
 
 
 def _check_labels(y, name: str, n: int, device) -> torch.Tensor:
-    t = as_tensor(y, device=device)
+    t = as_tensor(y.detach() if isinstance(y, torch.Tensor) else y, device=device)
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D multi-hot (n, C), got shape {tuple(t.shape)}; "
                          "convert class ids with hashnb.utils.to_multihot")
@@ -146,12 +157,107 @@ def hamming_distance(a, b) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ per-distance counts
-def _one_label_per_row(y: torch.Tensor) -> bool:
-    return bool(((y == 0) | (y == 1)).all()) and bool((y.sum(1) <= 1).all())
+def _binary(y: torch.Tensor) -> bool:
+    return bool(((y == 0) | (y == 1)).all())
+
+
+def _at_most_one_label(y: torch.Tensor) -> bool:
+    return bool((y.sum(1) <= 1).all())
+
+
+if numba is not None:
+    @_intrinsic
+    def _popcount(typingctx, x):
+        """LLVM ``ctpop`` on a uint64 (one POPCNT instruction)."""
+        sig = numba.types.uint64(numba.types.uint64)
+
+        def codegen(context, builder, signature, args):
+            return builder.ctpop(args[0])
+        return sig, codegen
+
+    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+    def _hist_1w(qw, dw, qm, dm, out):  # pragma: no cover - compiled, tested via results
+        """<= 64 bits and <= 64 classes: out[i, 2 * dist + rel] += 1 over the database."""
+        for i in numba.prange(qw.shape[0]):
+            # sizes read inside the parallel loop: hoisted outside, they cost ~1.5x here
+            n = dw.shape[0]
+            K = out.shape[1]
+            n4 = n - n % 4
+            h = np.zeros(4 * K, np.int32)  # 4 interleaved histograms: no store chains
+            q = qw[i]
+            m = qm[i]
+            for j in range(0, n4, 4):
+                h[2 * _popcount(q ^ dw[j]) + ((m & dm[j]) != 0)] += 1
+                h[K + 2 * _popcount(q ^ dw[j + 1]) + ((m & dm[j + 1]) != 0)] += 1
+                h[2 * K + 2 * _popcount(q ^ dw[j + 2]) + ((m & dm[j + 2]) != 0)] += 1
+                h[3 * K + 2 * _popcount(q ^ dw[j + 3]) + ((m & dm[j + 3]) != 0)] += 1
+            for j in range(n4, n):
+                h[2 * _popcount(q ^ dw[j]) + ((m & dm[j]) != 0)] += 1
+            for t in range(K):
+                out[i, t] = h[t] + h[K + t] + h[2 * K + t] + h[3 * K + t]
+
+    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+    def _hist_nw(qw, dw, qm, dm, out):  # pragma: no cover - compiled, tested via results
+        """Any number of 64-bit words of code (W) and of label mask (L)."""
+        for i in numba.prange(qw.shape[0]):
+            n, W = dw.shape
+            L = dm.shape[1]
+            h = np.zeros(out.shape[1], np.int64)
+            for j in range(n):
+                d = 0
+                for w in range(W):
+                    d += _popcount(qw[i, w] ^ dw[j, w])
+                rel = 0
+                for t in range(L):
+                    if qm[i, t] & dm[j, t]:
+                        rel = 1
+                        break
+                h[2 * d + rel] += 1
+            for t in range(out.shape[1]):
+                out[i, t] = h[t]
+
+
+def _use_numba(device: torch.device) -> bool:
+    """The numba kernel runs on CPU when numba imports and ``HASHNB_NUMBA`` is not 0."""
+    return (numba is not None and device.type == "cpu"
+            and os.environ.get("HASHNB_NUMBA", "1").strip().lower() not in ("0", "false", "no"))
+
+
+def _words(bits01: np.ndarray) -> np.ndarray:
+    """(n, m) bool -> (n, ceil(m / 64)) uint64 bit masks (popcounts ignore the bit order)."""
+    packed = np.packbits(bits01, axis=1)
+    W = -(-packed.shape[1] // 8)
+    buf = np.zeros((packed.shape[0], 8 * W), dtype=np.uint8)
+    buf[:, :packed.shape[1]] = packed
+    return buf.view(np.uint64)
+
+
+def _count_tables_numba(q, db, ql, dbl) -> tuple[torch.Tensor, torch.Tensor]:
+    bits = q.shape[1]
+    qw, dw = _words(q.numpy() > 0), _words(db.numpy() > 0)
+    qm, dm = _words(ql.numpy() > 0), _words(dbl.numpy() > 0)
+    out = np.zeros((q.shape[0], 2 * (bits + 1)), dtype=np.int64)
+    if qw.shape[1] == 1 and qm.shape[1] == 1:
+        _hist_1w(qw[:, 0].copy(), dw[:, 0].copy(), qm[:, 0].copy(), dm[:, 0].copy(), out)
+    else:
+        _hist_nw(qw, dw, qm, dm, out)
+    h = torch.from_numpy(out).view(-1, bits + 1, 2).double()
+    return h.sum(-1), h[..., 1].contiguous()
 
 
 def _count_tables(q, db, ql, dbl, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query and distance: items ``n[q, d]`` and relevant items ``r[q, d]``.
+
+    On CPU with numba, one fused kernel (XOR + popcount + histogram, no distance matrix);
+    otherwise the torch path below. Both are exact integer counts.
+    """
+    if _use_numba(q.device):
+        return _count_tables_numba(q, db, ql, dbl)
+    return _count_tables_torch(q, db, ql, dbl, chunk)
+
+
+def _count_tables_torch(q, db, ql, dbl, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch path of :func:`_count_tables` (CPU or CUDA).
 
     Returns two float64 CPU tensors of shape (nq, bits + 1). The key ``2 * dist + rel`` of
     every (query, item) pair comes out of one matrix product ``[-q, ql] @ [db, dbl].T``
@@ -162,7 +268,9 @@ def _count_tables(q, db, ql, dbl, chunk: int) -> tuple[torch.Tensor, torch.Tenso
     """
     nq, bits = q.shape
     B2 = 2 * (bits + 1)
-    fused = _one_label_per_row(ql) or _one_label_per_row(dbl)
+    # ql . dbl is the 0/1 relevance itself when labels are 0/1 and one side has <= 1
+    fused = (_binary(ql) and _binary(dbl)
+             and (_at_most_one_label(ql) or _at_most_one_label(dbl)))
     if fused:
         qa = torch.cat([-q, ql.to(q.dtype)], 1)
         dbT = torch.cat([db, dbl.to(db.dtype)], 1).T.contiguous()

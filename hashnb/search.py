@@ -19,11 +19,11 @@ Contracts
   of "precision within Hamming radius 2" (:func:`hashnb.metrics.precision_within_radius`).
 
 The torch backend on CPU computes ``q . db`` with one matrix product per chunk of queries
-(bf16 on CPUs with native bf16, where it is exact for up to 128 bits; float32 otherwise),
-then selects the top k without sorting the whole row: the maxima of blocks of 32 items give
-a lower bound on the k-th best score, only blocks reaching it are inspected, and a
-per-distance count over the few surviving candidates picks the exact (distance, index)
-top k. On CUDA it uses ``topk`` on the key ``dist * n + index``.
+(bf16 on CPUs with AVX512-BF16/AMX, exact for up to 127 bits; float32 otherwise), then
+selects the top k without sorting the whole row: the maxima of blocks of 64 items give a
+lower bound on the k-th best score, only blocks reaching it are inspected, and a stable
+sort of the few surviving candidates picks the exact (distance, index) top k. On CUDA it
+uses ``topk`` on the key ``dist * n + index``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ __all__ = ["pack_codes", "unpack_codes", "knn_search", "radius_search", "Hamming
            "faiss_available"]
 
 _BACKENDS = ("auto", "faiss", "torch")
-_BLOCK = 32                  # items per block for the block-maximum bound
+_BLOCK = 64                  # items per block for the block-maximum bound
 _CHUNK_ELEMENTS = 1 << 21    # (queries x database) scores per chunk
 
 
@@ -127,9 +127,11 @@ def unpack_codes(packed, bits: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------- torch backend
 def _native_bf16() -> bool:
+    """True on CPUs with bf16 arithmetic (AVX512-BF16 or AMX), where bf16 GEMMs are fast."""
+    cpu = getattr(torch, "cpu", None)
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - depends on the build
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # pragma: no cover - older torch
         return False
 
 
@@ -167,25 +169,33 @@ class _TorchDB:
         dT[bits + 1, :n] = bits
         self.dT = dT.to(self.dtype).contiguous()
 
-    def _chunk(self, chunk_size) -> int:
+    def _chunk(self, chunk_size, *, knn: bool) -> int:
         if chunk_size is not None:
             return _check_int(chunk_size, "chunk_size", 1)
-        if not self.blocked:
-            return max(1, _CHUNK_ELEMENTS // max(self.n, 1))
-        return 128  # the measured sweet spot on CPU (GEMM rows vs cache)
+        if knn and self.blocked:
+            # 128 queries measured best at 54k codes (GEMM rows vs cache); fewer for huge n
+            return max(8, min(128, (1 << 23) // self.npad))
+        return max(1, _CHUNK_ELEMENTS // max(self.n, 1))
 
     def knn(self, q: torch.Tensor, k: int, chunk_size=None):
         nq = q.shape[0]
         out_d = torch.empty(nq, k, dtype=torch.int64)
         out_i = torch.empty(nq, k, dtype=torch.int64)
-        chunk = self._chunk(chunk_size)
+        chunk = self._chunk(chunk_size, knn=True)
         if self.blocked:
             qa = torch.ones(nq, self.bits + 2, dtype=self.dtype)
             qa[:, :self.bits] = q
+            # reused output buffers: the score matrix is the one big allocation
+            c = min(chunk, nq)
+            bufs = (torch.empty(c, self.npad, dtype=self.dtype),
+                    torch.empty(c, self.nb, dtype=self.itype))
         else:
             qa = q.to(self.device, torch.float32)
         for s in range(0, nq, chunk):
-            d, i = (self._knn_blocked if self.blocked else self._knn_topk)(qa[s:s + chunk], k)
+            if self.blocked:
+                d, i = self._knn_blocked(qa[s:s + chunk], k, bufs)
+            else:
+                d, i = self._knn_topk(qa[s:s + chunk], k)
             out_d[s:s + chunk] = d
             out_i[s:s + chunk] = i
         return out_d.to(torch.int32).numpy(), out_i.numpy()
@@ -196,44 +206,40 @@ class _TorchDB:
         key = key.topk(k, dim=1, largest=False, sorted=True).values
         return (key // self.n).cpu(), (key % self.n).cpu()
 
-    def _knn_blocked(self, qa, k):
-        c, b, nb, npad, bits, B1 = qa.shape[0], self.b, self.nb, self.npad, self.bits, \
-            self.bits + 1
-        sc = (qa @ self.dT).view(self.itype)                   # (c, npad) score patterns
-        bmax = sc.view(c, nb, b).amax(-1).long()               # (c, nb)
-        rows = torch.arange(c)
+    def _knn_blocked(self, qa, k, bufs):
+        c, b, nb, bits, B1 = qa.shape[0], self.b, self.nb, self.bits, self.bits + 1
+        # the two passes over all c x npad scores run in torch (multi-threaded) ...
+        sc = torch.matmul(qa, self.dT, out=bufs[0][:c]).view(self.itype)  # (c, npad)
+        bmax = torch.amax(sc.view(c, nb, b), -1, out=bufs[1][:c])          # (c, nb)
         if nb >= k:
             # the k-th best block maximum is <= the k-th best score (k blocks each hold an
-            # item at least that good), so every top-k item sits in a block reaching it;
-            # found by counting blocks per level instead of sorting
-            lev = (bmax - self.p0) >> self.shift
-            h = torch.bincount((rows[:, None] * B1 + lev).view(-1), minlength=c * B1)
-            ge = h.view(c, B1).flip(1).cumsum(1)               # blocks with level >= L
-            lo_lev = bits - (ge < k).sum(1)
+            # item at least that good), so every top-k item sits in a block reaching it
+            lo = bmax.topk(k, dim=1, sorted=False).values.amin(1).numpy()
         else:
-            lo_lev = torch.zeros(c, dtype=torch.int64)         # every real item
-        lo = self.p0 + (lo_lev << self.shift)
-        blocks = (bmax >= lo[:, None]).view(-1).nonzero().squeeze(1)     # row * nb + blk
-        cand = sc.view(-1, b).index_select(0, blocks)                    # (P, b)
+            lo = np.full(c, self.p0, dtype=bmax.numpy().dtype)  # level 0: every real item
+        # ... the rest touches ~k candidates per query: numpy, whose calls cost less
+        blocks = np.flatnonzero(bmax.numpy() >= lo[:, None])              # row * nb + blk
+        cand = sc.numpy().reshape(-1, b)[blocks]                           # (P, b)
         rows_b = blocks // nb
-        pos = (cand >= lo.index_select(0, rows_b)[:, None].to(cand.dtype)).view(-1) \
-            .nonzero().squeeze(1)
+        pos = np.flatnonzero(cand >= lo[rows_b][:, None])
         pb = pos // b
-        blk = blocks.index_select(0, pb)
+        blk = blocks[pb]
         row = blk // nb
         idx = (blk - row * nb) * b + (pos - pb * b)
-        dist = bits - ((cand.view(-1).index_select(0, pos).long() - self.p0) >> self.shift)
-        # order candidates by (row, dist, idx); each row has >= k of them: keep the first k
-        key = torch.sort((row * B1 + dist) * npad + idx).values
-        start = torch.bincount(row, minlength=c).cumsum(0)
-        start = torch.cat([start.new_zeros(1), start[:-1]])
-        key = key.index_select(0, (start[:, None] + torch.arange(k)).view(-1)).view(c, k)
-        key = key - (rows * B1 * npad)[:, None]
-        return key // npad, key % npad
+        dist = bits - ((cand.reshape(-1)[pos].astype(np.int64) - self.p0) >> self.shift)
+        # candidates come in (row, idx) order; a stable sort on (row, dist) gives
+        # (row, dist, idx); every row has >= k candidates: keep its first k
+        skey = row * B1 + dist
+        order = np.argsort(skey.astype(np.uint16) if c * B1 < 65536 else skey, kind="stable")
+        start = np.zeros(c, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=c)[:-1], out=start[1:])
+        take = order[(start[:, None] + np.arange(k)).reshape(-1)]
+        return (torch.from_numpy(dist[take].reshape(c, k)),
+                torch.from_numpy(idx[take].reshape(c, k)))
 
     def radius(self, q: torch.Tensor, radius: int, chunk_size=None):
         nq, n, bits = q.shape[0], self.n, self.bits
-        chunk = self._chunk(chunk_size)
+        chunk = self._chunk(chunk_size, knn=False)
         q = q.to(self.device, torch.float32)
         out = []
         for s in range(0, nq, chunk):
@@ -363,7 +369,8 @@ class HammingIndex:
     def _queries(self, query_codes) -> torch.Tensor:
         q = _check_codes(query_codes, "query_codes")
         if q.shape[1] != self.bits:
-            raise ValueError(f"index holds {self.bits}-bit codes, queries have {q.shape[1]}")
+            raise ValueError(f"query_codes have {q.shape[1]} bits but the index holds "
+                             f"{self.bits}-bit codes")
         return q
 
     def search(self, query_codes, k: int, *, chunk_size=None):
