@@ -10,7 +10,22 @@
 * :func:`csq_centers` -- Hadamard when it fits, balanced random otherwise (CSQ's rule).
 * :func:`multilabel_targets` -- CSQ's multi-label centroid: bitwise majority vote of the
   centers of all positive labels; ties filled from one random +-1 vector drawn once.
-* :func:`center_report` -- min / mean pairwise distance of a codebook.
+* :func:`bernoulli_centers` -- i.i.d. fair +-1 bits, OrthoHash's default codebook "B"
+  (Hoe et al., "One Loss for All: Deep Hashing with a Single Cosine Similarity based
+  Learning Objective", NeurIPS 2021, arXiv 2109.14449; ``--codebook-method B``).
+* :func:`max_distance_centers` -- a greedy max-min-distance (farthest-point) codebook, in
+  the spirit of OrthoHash's "O"/MaxHD targets (their code uses threshold rejection
+  sampling; the farthest-point form here is ours): start from a random code and add, one
+  at a time, the candidate whose minimum distance to the chosen codes is largest. With all
+  2^K codes as candidates (K <= 16) it provably reaches the Gilbert-Varshamov distance.
+* :func:`make_centers` -- one dispatcher for "hadamard", "random" (balanced), "bernoulli",
+  "max-distance" and "csq".
+* Bounds on the best achievable minimum distance d of C codewords of K bits:
+  :func:`gilbert_varshamov_distance` (a code with distance d is guaranteed to exist),
+  :func:`hamming_bound_distance` (sphere packing) and :func:`plotkin_distance` (averaging
+  argument; also bounds the *mean* pairwise distance), with
+  :func:`hamming_ball_volume` V(K, r).
+* :func:`center_report` -- min / mean pairwise distance of a codebook and the bounds.
 
 All centers are float32 arrays in {-1, +1} of shape (C, K).
 """
@@ -20,7 +35,9 @@ import numpy as np
 
 __all__ = [
     "hadamard_matrix", "hadamard_centers", "balanced_random_centers", "csq_centers",
-    "multilabel_targets", "pairwise_hamming", "center_report",
+    "multilabel_targets", "pairwise_hamming", "center_report", "bernoulli_centers",
+    "max_distance_centers", "make_centers", "center_kinds", "hamming_ball_volume",
+    "gilbert_varshamov_distance", "hamming_bound_distance", "plotkin_distance",
 ]
 
 
@@ -166,11 +183,241 @@ def multilabel_targets(labels: np.ndarray, centers: np.ndarray, *, seed: int = 0
 
 
 def center_report(centers: np.ndarray) -> dict:
-    """Quality of a codebook: C, K, min / mean / max pairwise Hamming distance."""
+    """Quality of a codebook and what coding theory allows for its size.
+
+    Returns
+    -------
+    dict with
+        ``classes``, ``bits`` : C, K;
+        ``min``, ``mean``, ``max`` : pairwise Hamming distances (None when C < 2);
+        ``gv_bound`` : :func:`gilbert_varshamov_distance` -- a minimum distance some code of
+        this size is guaranteed to reach (a good construction should match or beat it);
+        ``hamming_bound``, ``plotkin_bound`` : upper bounds on any code's minimum distance
+        (:func:`hamming_bound_distance`, :func:`plotkin_distance`; the Plotkin value also
+        bounds the mean). The bounds are None when C > 2^K (no such code exists).
+    """
     centers = np.asarray(centers)
+    if centers.ndim != 2:
+        raise ValueError(f"centers must be a (C, K) array, got shape {centers.shape}")
     c, k = centers.shape
-    if c < 2:
-        return {"classes": c, "bits": k, "min": None, "mean": None, "max": None}
-    d = _offdiag(pairwise_hamming(centers))
-    return {"classes": c, "bits": k, "min": int(d.min()), "mean": float(d.mean()),
-            "max": int(d.max())}
+    rep: dict = {"classes": c, "bits": k, "min": None, "mean": None, "max": None}
+    if c >= 2:
+        d = _offdiag(pairwise_hamming(centers))
+        rep.update(min=int(d.min()), mean=float(d.mean()), max=int(d.max()))
+    ok = c >= 1 and k >= 1 and c <= 2 ** k
+    rep["gv_bound"] = gilbert_varshamov_distance(c, k) if ok else None
+    rep["hamming_bound"] = hamming_bound_distance(c, k) if ok else None
+    rep["plotkin_bound"] = plotkin_distance(c, k) if ok else None
+    return rep
+
+
+# ---------------------------------------------------------------------------------------
+# coding-theory bounds
+# ---------------------------------------------------------------------------------------
+def hamming_ball_volume(bits: int, radius: int) -> int:
+    """V(K, r) = sum_{i=0..r} binom(K, i): the number of K-bit codes within distance r of
+    a given code (exact Python int; r < 0 gives 0, r >= K gives 2^K)."""
+    from math import comb
+
+    if bits < 0:
+        raise ValueError(f"bits must be >= 0, got {bits}")
+    return sum(comb(bits, i) for i in range(0, min(int(radius), bits) + 1))
+
+
+def _check_size(num_classes: int, bits: int) -> None:
+    if int(num_classes) < 1 or int(bits) < 1:
+        raise ValueError(f"num_classes and bits must be >= 1, got {num_classes} and {bits}")
+    if num_classes > 2 ** bits:
+        raise ValueError(f"{bits} bits hold only {2 ** bits} distinct codes, fewer than "
+                         f"{num_classes} classes; use at least "
+                         f"{int(np.ceil(np.log2(num_classes)))} bits")
+
+
+def gilbert_varshamov_distance(num_classes: int, bits: int) -> int:
+    """Largest d in [1, K] with C * V(K, d - 1) <= 2^K.
+
+    The Gilbert-Varshamov argument: while fewer than 2^K / V(K, d - 1) codes are chosen,
+    their radius-(d - 1) balls cannot cover the cube, so another code at distance >= d from
+    all of them exists. Hence C codes with minimum distance d exist (and greedy choice finds
+    them). For C = 1 the answer is K by convention.
+
+    Raises ``ValueError`` when C > 2^K.
+    """
+    _check_size(num_classes, bits)
+    if num_classes == 1:
+        return int(bits)
+    total = 2 ** bits
+    d = 1
+    while d < bits and num_classes * hamming_ball_volume(bits, d) <= total:
+        d += 1
+    return d
+
+
+def hamming_bound_distance(num_classes: int, bits: int) -> int:
+    """Sphere-packing (Hamming) upper bound: largest d in [1, K] with
+    C * V(K, floor((d - 1) / 2)) <= 2^K.
+
+    Balls of radius floor((d - 1) / 2) around the codewords of a distance-d code are
+    disjoint, so no C-word code of K bits has a larger minimum distance. K for C = 1.
+    """
+    _check_size(num_classes, bits)
+    if num_classes == 1:
+        return int(bits)
+    total = 2 ** bits
+    d = 1
+    while d < bits and num_classes * hamming_ball_volume(bits, d // 2) <= total:
+        d += 1  # d + 1 is allowed: floor(((d + 1) - 1) / 2) = d // 2
+    return d
+
+
+def plotkin_distance(num_classes: int, bits: int) -> int:
+    """Plotkin (averaging) upper bound on the minimum -- and the mean -- pairwise distance.
+
+    In each bit, at most floor(C/2) * ceil(C/2) of the binom(C, 2) pairs differ, so
+    min <= mean <= K * floor(C/2) * ceil(C/2) / binom(C, 2); returns the floor of that
+    (K for C = 1). Much tighter than the Hamming bound when C is small relative to 2^K,
+    e.g. 8 for 10 classes at 16 bits (which Hadamard centers reach).
+    """
+    _check_size(num_classes, bits)
+    c = int(num_classes)
+    if c == 1:
+        return int(bits)
+    return int(bits) * (c // 2) * ((c + 1) // 2) // (c * (c - 1) // 2)
+
+
+# ---------------------------------------------------------------------------------------
+# more constructions
+# ---------------------------------------------------------------------------------------
+def bernoulli_centers(num_classes: int, bits: int, *, seed: int = 0,
+                      distinct: bool = True) -> np.ndarray:
+    """OrthoHash's default codebook "B": every bit an independent fair +-1 coin.
+
+    Expected pairwise distance K/2, no balance or distance constraint (Hoe et al. 2021,
+    ``--codebook-method B``). ``distinct=True`` (ours) redraws the rare rows equal to an
+    earlier row, so no two classes share a target; ``False`` is the plain i.i.d. draw.
+
+    Returns
+    -------
+    centers : float32 (C, K) in {-1, +1}; the same for the same seed.
+    """
+    _check_size(num_classes, bits)
+    rng = np.random.default_rng(seed)
+    c = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(num_classes, bits))
+    if distinct:
+        seen: set = set()
+        for i in range(num_classes):
+            while c[i].tobytes() in seen:
+                c[i] = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=bits)
+            seen.add(c[i].tobytes())
+    return c
+
+
+def _all_codes(bits: int) -> np.ndarray:
+    """All 2^K codes as float32 +-1 rows; row j has bit i = +1 iff bit i of j is set."""
+    j = np.arange(2 ** bits, dtype=np.int64)[:, None]
+    return np.where((j >> np.arange(bits)) & 1, 1.0, -1.0).astype(np.float32)
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount_rows(x: np.ndarray) -> np.ndarray:
+    """Number of set bits per row of a uint8 array (n, B) -> int64 (n,)."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x).sum(1, dtype=np.int64)
+    return _POP8[x].sum(1, dtype=np.int64)
+
+
+def max_distance_centers(num_classes: int, bits: int, *, seed: int = 0,
+                         n_candidates: int | None = None) -> np.ndarray:
+    """Greedy max-min-distance (farthest-point) codebook.
+
+    Start from a random candidate; then repeatedly add the candidate whose minimum Hamming
+    distance to the codes chosen so far is largest (ties broken at random). Candidates are
+    all 2^K codes when K <= 16 and ``n_candidates`` is None -- then the result provably
+    reaches :func:`gilbert_varshamov_distance` -- otherwise ``n_candidates`` (default
+    20,000) i.i.d. random codes drawn from ``seed``.
+
+    OrthoHash's "O" (MaxHD) targets pursue the same goal by threshold rejection sampling
+    (accept a random code if it is >= 0.61 K from every accepted one, lowering the
+    threshold after 10,000 failures); this deterministic-given-seed greedy form is ours.
+
+    Returns
+    -------
+    centers : float32 (C, K) in {-1, +1}, all distinct; the same for the same seed.
+
+    Raises
+    ------
+    ValueError
+        if C > 2^K, or if the candidate pool is smaller than C.
+    """
+    _check_size(num_classes, bits)
+    rng = np.random.default_rng(seed)
+    if n_candidates is None and bits <= 16:
+        cand = _all_codes(bits)[rng.permutation(2 ** bits)]
+    else:
+        n = 20000 if n_candidates is None else int(n_candidates)
+        if n < num_classes:
+            raise ValueError(f"n_candidates={n} is smaller than num_classes={num_classes}; "
+                             "raise n_candidates")
+        cand = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n, bits))
+    packed = np.packbits(cand > 0, axis=1)  # Hamming distance = popcount of XOR
+
+    def dist_to(j: int) -> np.ndarray:
+        return _popcount_rows(packed ^ packed[j])
+
+    chosen = [0]
+    mind = dist_to(0)  # min distance of every candidate to the chosen set (chosen ones: 0)
+    for _ in range(1, num_classes):
+        j = int(np.argmax(mind))
+        if mind[j] == 0:
+            raise ValueError(f"only {len(chosen)} distinct codes among the candidates, fewer "
+                             f"than {num_classes} classes; raise n_candidates")
+        chosen.append(j)
+        np.minimum(mind, dist_to(j), out=mind)
+    return cand[chosen].astype(np.float32)
+
+
+_KINDS = ("hadamard", "random", "bernoulli", "max-distance", "csq")
+_ALIASES = {"balanced": "random", "balanced-random": "random", "b": "bernoulli",
+            "maxhd": "max-distance", "max-hd": "max-distance", "greedy": "max-distance"}
+
+
+def center_kinds() -> list[str]:
+    """Names accepted by :func:`make_centers`."""
+    return list(_KINDS)
+
+
+def make_centers(kind: str, num_classes: int, bits: int, *, seed: int = 0, **kwargs) -> np.ndarray:
+    """Build a codebook by name.
+
+    Parameters
+    ----------
+    kind : "hadamard" (:func:`hadamard_centers`, C <= 2K, K a power of 2), "random"
+        (:func:`balanced_random_centers`), "bernoulli" (:func:`bernoulli_centers`),
+        "max-distance" (:func:`max_distance_centers`) or "csq" (:func:`csq_centers`:
+        Hadamard when it fits, else balanced random). Case and "_" vs "-" are ignored.
+    seed : for the random kinds (ignored by "hadamard").
+    kwargs : passed to the construction (e.g. ``min_dist=`` for "random",
+        ``n_candidates=`` for "max-distance").
+
+    Returns
+    -------
+    centers : float32 (C, K) in {-1, +1}.
+    """
+    if not isinstance(kind, str):
+        raise ValueError(f"kind must be a string, one of {', '.join(_KINDS)}; got {kind!r}")
+    k = kind.strip().lower().replace("_", "-")
+    k = _ALIASES.get(k, k)
+    if k not in _KINDS:
+        raise ValueError(f"unknown center kind {kind!r}; choose one of {', '.join(_KINDS)}")
+    _check_size(num_classes, bits)
+    if k == "hadamard":
+        return hadamard_centers(num_classes, bits, **kwargs)
+    if k == "random":
+        return balanced_random_centers(num_classes, bits, seed=seed, **kwargs)
+    if k == "bernoulli":
+        return bernoulli_centers(num_classes, bits, seed=seed, **kwargs)
+    if k == "max-distance":
+        return max_distance_centers(num_classes, bits, seed=seed, **kwargs)
+    return csq_centers(num_classes, bits, seed=seed, **kwargs)

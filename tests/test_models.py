@@ -59,8 +59,10 @@ def test_every_backbone_builds_and_forwards(name):
 
 
 def test_every_registered_backbone_has_a_tiny_test():
-    # a newly registered backbone must get a tiny forward test above
-    assert set(list_backbones()) - set(TINY) == set()
+    # a newly registered backbone must get a tiny forward test above (tests register
+    # throwaway "_test*" backbones in the same process, e.g. under pytest-xdist)
+    package = {n for n in list_backbones() if not n.startswith("_test")}
+    assert package - set(TINY) == set()
 
 
 def test_unknown_backbone_error_lists_names():

@@ -12,5 +12,7 @@ from hashnb.methods.base import (HashMethod, ClosedFormMethod, create_method, li
                                  register_method)
 from hashnb.methods import shallow as _shallow  # noqa: F401  (registers lsh, itq)
 from hashnb.methods import csq as _csq  # noqa: F401  (registers csq)
+from hashnb.methods import pairwise as _pairwise  # noqa: F401
+from hashnb.methods import orthohash as _orthohash  # noqa: F401
 
 __all__ = ["HashMethod", "ClosedFormMethod", "create_method", "list_methods", "register_method"]
