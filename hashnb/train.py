@@ -160,14 +160,19 @@ class Run:
         return out
 
 
+def _tmp_name(path: Path) -> Path:
+    # per-process name: two processes finishing the same run never clash on the temp file
+    return path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
+
+
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp_name(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
     os.replace(tmp, path)
 
