@@ -6,8 +6,6 @@ the value elsewhere (Colab, JupyterLab without myst-nb).
 """
 from __future__ import annotations
 
-import os
-
 from hashnb.utils import fast_mode
 
 __all__ = ["glue", "chapter_dataset", "banner"]
@@ -64,6 +62,3 @@ def chapter_dataset(prefer: str = "digits"):
         raise ValueError("prefer must be 'digits' or 'cifar10'")
     return load_dataset("digits")
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true")
