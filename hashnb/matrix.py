@@ -5,11 +5,20 @@ with the metrics and their provenance: commit, hardware, package versions, datas
 protocol, features (backbone, input size), seed, epochs, selection rule and wall times.
 A cell whose JSON exists is skipped, so an interrupted matrix resumes where it stopped.
 ``python -m hashnb.bench run ...`` is the command line for :func:`run_matrix`.
+
+A method may be given as a *variant spec* ``name:key=value,key=value`` (for ablations),
+e.g. ``crh:reassign=none`` or ``mlh:experts=4,top_k=2``: the keyword arguments go to the
+method's constructor, the whole spec is the result's ``method`` label (and, with ``:``,
+``=`` and ``,`` made file-safe, part of its file name), and ``method_name`` /
+``method_kwargs`` record the parts. Values are Python literals (``1``, ``0.5``, ``True``,
+``'greedy'``); a bare word that is not a literal is taken as a string.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -17,11 +26,31 @@ import numpy as np
 
 from hashnb.utils import Timer, provenance
 
-__all__ = ["run_matrix", "load_results", "summarize"]
+__all__ = ["run_matrix", "load_results", "summarize", "parse_method_spec"]
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """``"crh:reassign=greedy,heads=1"`` -> ``("crh", {"reassign": "greedy", "heads": 1})``."""
+    name, _, rest = str(spec).partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"method spec {spec!r} has no method name; write name:key=value,...")
+    kwargs: dict = {}
+    for item in filter(None, (t.strip() for t in rest.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(f"method spec {spec!r}: {item!r} is not key=value; "
+                             "write e.g. crh:reassign=greedy,heads=1")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = val.strip()
+    return name, kwargs
 
 
 def _result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, seed: int) -> Path:
-    return out / f"{dataset}-{protocol}-{method}-{bits}b-s{seed}.json"
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", method.replace(":", "+").replace("=", "-"))
+    return out / f"{dataset}-{protocol}-{safe}-{bits}b-s{seed}.json"
 
 
 def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int], *,
@@ -50,6 +79,8 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         if ds.kind == "image":
             ds = load_features(ds, progress=progress, **feat_kw)
     feats = (ds.meta or {}).get("features")
+    methods = list(methods)
+    specs = {m: parse_method_spec(m) for m in methods}  # fail on a bad spec before any work
     cells = [(m, int(b), int(s)) for m in methods for b in bits for s in seeds]
     results = []
     bar = tqdm(cells, desc="benchmark matrix", disable=not progress)
@@ -60,22 +91,28 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         if path.exists():
             results.append(json.loads(path.read_text()))
             continue
-        ep = epochs.get(method) if isinstance(epochs, dict) else epochs
+        name, mkw = specs[method]
+        ep = (epochs.get(method, epochs.get(name)) if isinstance(epochs, dict) else epochs)
         with Timer() as tt:
-            run = run_method(method, ds, split, bits=b, seed=seed, epochs=ep, progress=False)
+            run = run_method(name, ds, split, bits=b, seed=seed, epochs=ep, progress=False,
+                             method_kwargs=mkw)
         with Timer() as te:
             metrics = run.evaluate()
             metrics["map_ties_index"] = run.evaluate(ties="index")["map"]
         rec = provenance(
             dataset=ds.name, protocol=split.protocol, split_sizes=split.sizes(),
-            features=feats, method=method, bits=b, seed=seed,
+            features=feats, method=method, method_name=name, method_kwargs=mkw,
+            bits=b, seed=seed,
             epochs=run.config.get("epochs"), best_epoch=run.best_epoch,
             selection="best validation mAP@all (val queries vs train)" if run.best_epoch
             else "closed form (no selection)",
             hparams=run.config.get("hparams"), lr=run.config.get("lr"),
             batch_size=run.config.get("batch_size"),
             wall_seconds={"features_load": tf.seconds, "train": tt.seconds,
-                          "evaluate": te.seconds},
+                          "train_loop": run.train_seconds, "evaluate": te.seconds},
+            train_samples_per_s=(len(split.train) * (run.config.get("epochs") or 0)
+                                 / run.train_seconds if run.train_seconds and run.best_epoch
+                                 else None),
             metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
                                                "R = all database items for 'map'")
         tmp = path.with_suffix(".json.tmp")
@@ -115,7 +152,8 @@ def summarize(results: list[dict], metric: str = "map"):
 def add_subcommands(sub) -> None:
     """Add ``run`` and ``report`` to an ``argparse`` subparsers object."""
     p = sub.add_parser("run", help="run the methods x bits x seeds matrix (resumable)")
-    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--methods", nargs="+", required=True,
+                   help="method names or variant specs name:key=value,... (e.g. crh:reassign=none)")
     p.add_argument("--bits", nargs="+", type=int, required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--dataset", default="digits")

@@ -42,3 +42,26 @@ def test_run_matrix_writes_provenance_resumes_and_summarizes(cache, monkeypatch)
     itq16 = [r["metrics"]["map"] for r in res if r["method"] == "itq" and r["bits"] == 16]
     cell = table.loc[("digits", "digits", "itq"), 16]
     assert cell == f"{np.mean(itq16):.3f} ± {np.std(itq16, ddof=1):.3f} (2)"
+
+
+def test_method_spec_parsing_and_variant_cells(cache):
+    assert matrix.parse_method_spec("csq") == ("csq", {})
+    assert matrix.parse_method_spec("crh:reassign=greedy,heads=1,lam=0.5,flag=True") == (
+        "crh", {"reassign": "greedy", "heads": 1, "lam": 0.5, "flag": True})
+    with pytest.raises(ValueError, match="key=value"):
+        matrix.parse_method_spec("csq:oops")
+    with pytest.raises(ValueError, match="no method name"):
+        matrix.parse_method_spec(":a=1")
+    out = cache / "res"
+    # two variants of one method are two cells with their own files and labels
+    res = matrix.run_matrix(["csq", "csq:center_seed=1,quant_weight=0.5"], [16], [0],
+                            dataset="digits", out=out, epochs=2, progress=False)
+    assert len(list(out.glob("*.json"))) == 2
+    assert [r["method"] for r in res] == ["csq", "csq:center_seed=1,quant_weight=0.5"]
+    assert res[1]["method_name"] == "csq" and res[1]["method_kwargs"] == {
+        "center_seed": 1, "quant_weight": 0.5}
+    assert res[0]["metrics"]["map"] != res[1]["metrics"]["map"]  # the kwarg reached the method
+    assert res[0]["train_samples_per_s"] > 0
+    with pytest.raises(ValueError, match="unknown argument"):
+        matrix.run_matrix(["csq:nonsense=1"], [16], [0], dataset="digits", out=out, epochs=1,
+                          progress=False)

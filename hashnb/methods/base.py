@@ -58,12 +58,21 @@ def create_method(name: str, **kwargs) -> "HashMethod":
     except KeyError:
         raise ValueError(f"unknown method {name!r}; registered methods: "
                          f"{', '.join(list_methods())}") from None
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(kwargs) - set(params))
-        if unknown:
-            raise ValueError(f"{name}: unknown argument(s) {unknown}; accepted: "
-                             f"{sorted(k for k in params if k != 'self')}")
+    # accepted names: the constructor's own, and its bases' while it forwards **kwargs
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        accepted |= {k for k, p in params.items() if k != "self"
+                     and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    else:  # every constructor up to object forwards **kwargs: cannot check
+        return cls(**kwargs)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"{name}: unknown argument(s) {unknown}; accepted: {sorted(accepted)}")
     return cls(**kwargs)
 
 
