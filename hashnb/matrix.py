@@ -26,7 +26,8 @@ import numpy as np
 
 from hashnb.utils import Timer, provenance
 
-__all__ = ["run_matrix", "load_results", "summarize", "parse_method_spec"]
+__all__ = ["run_matrix", "load_results", "summarize", "parse_method_spec", "markdown_report",
+           "PROFILES"]
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
@@ -53,39 +54,81 @@ def _result_path(out: Path, dataset: str, protocol: str, method: str, bits: int,
     return out / f"{dataset}-{protocol}-{safe}-{bits}b-s{seed}.json"
 
 
+# The two benchmark profiles of the book (chapter 8). ``cpu`` is what the committed
+# book/results/cpu JSON files were made with; ``gpu`` is the end-to-end variant, documented
+# and runnable on one GPU, never needed by CI. Explicit command-line options override a
+# profile's entries.
+PROFILES: dict[str, dict] = {
+    "cpu": dict(
+        dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2], bits=[8, 16, 32, 64],
+        methods=["lsh", "itq", "dpsh", "hashnet", "csq", "orthohash"],
+        extra_bits={},
+        features={"backbone": "tf_efficientnet_lite0", "input_size": 128},
+        description="frozen ImageNet EfficientNet-Lite0 features at 128 px, each method's "
+                    "default epochs, best validation epoch"),
+    "gpu": dict(
+        dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2], bits=[16, 32, 64],
+        methods=["dpsh", "hashnet", "csq", "orthohash"],
+        extra_bits={},
+        finetune={"backbone": "tf_efficientnet_lite0", "pretrained": True, "input_size": 224,
+                  "batch_size": 64, "amp": True, "backbone_lr_mult": 0.1},
+        epochs=30,
+        description="end-to-end fine-tuning of ImageNet EfficientNet-Lite0 at 224 px "
+                    "(AMP), 30 epochs, best validation epoch; closed-form methods omitted"),
+}
+
+
 def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int], *,
-               dataset: str = "digits", protocol: str | None = None, out: str | Path,
+               dataset="digits", protocol: str | None = None, out: str | Path,
                epochs: dict | int | None = None, features: dict | None = None,
-               progress: bool = True, root: str | None = None) -> list[dict]:
+               finetune: dict | None = None, extra_bits: dict | None = None,
+               split_kwargs: dict | None = None, progress: bool = True,
+               root: str | None = None, device=None) -> list[dict]:
     """Run every (method, bits, seed) not already in ``out`` and return all their results.
 
     Parameters
     ----------
-    dataset : "digits" (vectors) or an image dataset name, which is turned into frozen
-        features with ``features`` (default tf_efficientnet_lite0 at 128 px).
+    methods : names or variant specs ``name:key=value,...`` (see :func:`parse_method_spec`).
+    dataset : "digits" (vectors), an image dataset name, or a :class:`HashingDataset`. Image
+        data is turned into frozen features with ``features`` (default tf_efficientnet_lite0
+        at 128 px) unless ``finetune`` is given.
     epochs : one number for every method, a {method: epochs} dict, or None for each
         method's default.
+    finetune : train end to end on the images instead of frozen features, e.g.
+        ``{"backbone": "tf_efficientnet_lite0", "pretrained": True, "input_size": 224,
+        "batch_size": 64, "amp": True, "backbone_lr_mult": 0.1}``; the images are resized to
+        ``input_size`` and normalised for the backbone.
+    extra_bits : {method: [bits, ...]} run in addition to ``bits`` (MAH's 4/6/12 bits).
+    split_kwargs : extra arguments of :func:`hashnb.data.make_split` (e.g. ``n_query``).
     """
     from tqdm.auto import tqdm
 
-    from hashnb.data import load_dataset, load_features, make_split
+    from hashnb.data import HashingDataset, load_dataset, load_features, make_split
     from hashnb.train import run_method
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
-    with Timer() as tf:
-        ds = load_dataset(dataset, root=root)
-        if ds.kind == "image":
-            ds = load_features(ds, progress=progress, **feat_kw)
-    feats = (ds.meta or {}).get("features")
     methods = list(methods)
     specs = {m: parse_method_spec(m) for m in methods}  # fail on a bad spec before any work
-    cells = [(m, int(b), int(s)) for m in methods for b in bits for s in seeds]
+    feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
+    ft = dict(finetune or {})
+    with Timer() as tf:
+        ds = dataset if isinstance(dataset, HashingDataset) else load_dataset(dataset, root=root)
+        if ds.kind == "image" and not ft:
+            ds = load_features(ds, progress=progress, **feat_kw)
+    if ft:
+        if ds.kind != "image":
+            raise ValueError(f"finetune needs an image dataset; {ds.name!r} is {ds.kind!r} data")
+        feats = {"finetune": True, **ft}
+    else:
+        feats = (ds.meta or {}).get("features")
+    cells = [(m, int(b), int(s)) for m in methods
+             for b in sorted(set(map(int, bits)) | set((extra_bits or {}).get(m, [])))
+             for s in seeds]
     results = []
     bar = tqdm(cells, desc="benchmark matrix", disable=not progress)
     for method, b, seed in bar:
-        split = make_split(ds, protocol, seed=seed)
+        split = make_split(ds, protocol, seed=seed, **(split_kwargs or {}))
         path = _result_path(out, ds.name, split.protocol, method, b, seed)
         bar.set_postfix_str(path.stem)
         if path.exists():
@@ -93,9 +136,18 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
             continue
         name, mkw = specs[method]
         ep = (epochs.get(method, epochs.get(name)) if isinstance(epochs, dict) else epochs)
+        fit_kw: dict = {}
+        if ft:
+            mkw = {"backbone": ft.get("backbone", "tf_efficientnet_lite0"),
+                   "pretrained": ft.get("pretrained", True),
+                   **({"backbone_lr_mult": ft["backbone_lr_mult"]}
+                      if "backbone_lr_mult" in ft else {}), **mkw}
+            fit_kw = {k: ft[k] for k in ("batch_size", "amp") if k in ft}
+            if ft.get("input_size"):
+                fit_kw["transform"] = _resize_transform(ft["input_size"], mkw["backbone"])
         with Timer() as tt:
             run = run_method(name, ds, split, bits=b, seed=seed, epochs=ep, progress=False,
-                             method_kwargs=mkw)
+                             method_kwargs=mkw, device=device, **fit_kw)
         with Timer() as te:
             metrics = run.evaluate()
             metrics["map_ties_index"] = run.evaluate(ties="index")["map"]
@@ -116,10 +168,47 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
             metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
                                                "R = all database items for 'map'")
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
+        tmp.write_text(json.dumps(rec, indent=1, default=_json_default))
         os.replace(tmp, path)
         results.append(rec)
     return results
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+class _ResizeNormalize:
+    """Image transform for fine-tuning: resize to ``size`` and normalise for ``backbone``."""
+
+    def __init__(self, size: int, backbone: str):
+        from hashnb.models import backbone_preprocess
+
+        pre = backbone_preprocess(backbone)
+        self.size = int(size)
+        self.mean = np.asarray(pre.get("mean") or (0.5,) * 3, dtype=np.float32)
+        self.std = np.asarray(pre.get("std") or (0.5,) * 3, dtype=np.float32)
+        self.backbone = backbone
+
+    def __repr__(self):  # stable: part of the cached run folder's key
+        return f"ResizeNormalize(size={self.size}, backbone={self.backbone!r})"
+
+    def __call__(self, t):
+        import torch
+
+        if tuple(t.shape[-2:]) != (self.size, self.size):
+            t = torch.nn.functional.interpolate(t[None], size=(self.size, self.size),
+                                                mode="bilinear", antialias=True,
+                                                align_corners=False)[0]
+        mean = torch.as_tensor(self.mean).view(3, 1, 1)
+        std = torch.as_tensor(self.std).view(3, 1, 1)
+        return (t - mean) / std
+
+
+def _resize_transform(size: int, backbone: str):
+    return _ResizeNormalize(size, backbone)
 
 
 def load_results(folder: str | Path) -> list[dict]:
@@ -152,34 +241,107 @@ def summarize(results: list[dict], metric: str = "map"):
 def add_subcommands(sub) -> None:
     """Add ``run`` and ``report`` to an ``argparse`` subparsers object."""
     p = sub.add_parser("run", help="run the methods x bits x seeds matrix (resumable)")
-    p.add_argument("--methods", nargs="+", required=True,
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="a preset matrix (cpu: the book's committed results; gpu: end-to-end "
+                        "fine-tuning at 224 px); options given explicitly override it")
+    p.add_argument("--methods", nargs="+", default=None,
                    help="method names or variant specs name:key=value,... (e.g. crh:reassign=none)")
-    p.add_argument("--bits", nargs="+", type=int, required=True)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--bits", nargs="+", type=int, default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
+    p.add_argument("--dataset", default=None, help="default digits (or the profile's)")
     p.add_argument("--protocol", default=None, help="default: the dataset's own")
     p.add_argument("--epochs", type=int, default=None, help="default: each method's")
-    p.add_argument("--backbone", default="tf_efficientnet_lite0")
-    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--backbone", default=None, help="default tf_efficientnet_lite0")
+    p.add_argument("--input-size", type=int, default=None, help="default 128 (frozen features)")
+    p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
     p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
     p.add_argument("--out", required=True, help="folder for one JSON per result")
     p.set_defaults(func=_cli_run)
     r = sub.add_parser("report", help="table (mean ± std over seeds) from result JSONs")
     r.add_argument("folder")
     r.add_argument("--metric", default="map")
+    r.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
+    r.add_argument("--plots", default=None, help="also write mAP-vs-bits and time-vs-mAP PNGs here")
     r.set_defaults(func=_cli_report)
+
+
+def resolve_profile(args) -> dict:
+    """Merge ``--profile`` with explicit options into :func:`run_matrix` keyword arguments."""
+    prof = dict(PROFILES[args.profile]) if args.profile else {}
+    kw = {
+        "methods": args.methods or prof.get("methods"),
+        "bits": args.bits or prof.get("bits"),
+        "seeds": args.seeds if args.seeds is not None else prof.get("seeds", [0, 1, 2]),
+        "dataset": args.dataset or prof.get("dataset", "digits"),
+        "protocol": args.protocol or prof.get("protocol"),
+        "epochs": args.epochs if args.epochs is not None else prof.get("epochs"),
+        "extra_bits": prof.get("extra_bits") if not args.bits else None,
+    }
+    if not kw["methods"] or not kw["bits"]:
+        raise SystemExit("give --methods and --bits, or a --profile (cpu, gpu)")
+    if "finetune" in prof:
+        ft = dict(prof["finetune"])
+        if args.backbone:
+            ft["backbone"] = args.backbone
+        if args.input_size:
+            ft["input_size"] = args.input_size
+        kw["finetune"] = ft
+    else:
+        feats = dict(prof.get("features") or {})
+        if args.backbone:
+            feats["backbone"] = args.backbone
+        if args.input_size:
+            feats["input_size"] = args.input_size
+        kw["features"] = feats or None
+    return kw
 
 
 def _cli_run(args) -> None:
     from hashnb.utils import Timer
 
+    kw = resolve_profile(args)
     with Timer() as t:
-        res = run_matrix(args.methods, args.bits, args.seeds, dataset=args.dataset,
-                         protocol=args.protocol, out=args.out, epochs=args.epochs,
-                         features={"backbone": args.backbone, "input_size": args.input_size},
-                         root=args.root)
+        res = run_matrix(out=args.out, root=args.root, device=args.device, **kw)
     print(summarize(res).to_string())
     print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
+
+
+def markdown_report(results: list[dict], metrics=("map", "map@1000", "p@r2")) -> str:
+    """The results as Markdown: one table per metric (mean ± std (n) over seeds).
+
+    Deterministic in the JSON content only (no timestamps), so a committed report can be
+    checked against the JSON it came from (``tests/test_results.py``).
+    """
+    if not results:
+        raise ValueError("no results to report")
+    lines = []
+    keys = sorted({(r["dataset"], r["protocol"]) for r in results})
+    for ds, proto in keys:
+        sub = [r for r in results if (r["dataset"], r["protocol"]) == (ds, proto)]
+        feats = sub[0].get("features") or {}
+        seeds = sorted({r["seed"] for r in sub})
+        sizes = sub[0].get("split_sizes", {})
+        lines.append(f"## {ds}, protocol {proto}")
+        lines.append("")
+        lines.append(f"- split: {sizes.get('query')} query / {sizes.get('train')} train + "
+                     f"{sizes.get('val')} val / {sizes.get('database')} database; seeds "
+                     f"{', '.join(map(str, seeds))}")
+        lines.append(f"- inputs: {json.dumps(feats, sort_keys=True)}")
+        lines.append(f"- selection: {sorted({r['selection'] for r in sub})}")
+        lines.append(f"- metric convention: {sub[0].get('metric_convention')}")
+        lines.append("")
+        for metric in metrics:
+            table = summarize(sub, metric)
+            bits = list(table.columns)
+            lines.append(f"### {metric}")
+            lines.append("")
+            lines.append("| method | " + " | ".join(f"{b} bits" for b in bits) + " |")
+            lines.append("|---|" + "---|" * len(bits))
+            for (_, _, method), row in table.iterrows():
+                cells = [row[b] if isinstance(row[b], str) else "" for b in bits]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
 
 
 def _cli_report(args) -> None:
@@ -191,3 +353,15 @@ def _cli_report(args) -> None:
     print(f"\nmetric: {args.metric} ({r0.get('metric_convention')}); features: "
           f"{r0.get('features')}; hardware: {r0.get('cpu')} / {r0.get('gpu')}; "
           f"commit {r0.get('commit')}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_report(res))
+        print(f"wrote {args.markdown}")
+    if args.plots:
+        from hashnb.viz import plot_benchmark
+
+        out = Path(args.plots)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind in ("map_vs_bits", "time_vs_map"):
+            fig = plot_benchmark(res, kind=kind, metric=args.metric)
+            fig.savefig(out / f"{kind}.png", dpi=120, bbox_inches="tight")
+            print(f"wrote {out / (kind + '.png')}")

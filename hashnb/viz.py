@@ -24,6 +24,7 @@ from hashnb.utils import as_numpy, binarize, to_multihot
 __all__ = [
     "subsample_indices", "embed_2d", "first_label", "plot_embedding", "pair_distance_counts",
     "plot_distance_histogram", "plot_history", "plot_map_vs_bits",
+    "results_by_method", "plot_benchmark",
 ]
 
 
@@ -439,3 +440,54 @@ def plot_map_vs_bits(results: Mapping[str, Mapping], *, ax=None, ylabel: str = "
         ax.set_title(title)
     ax.grid(alpha=0.3)
     return ax
+
+
+def results_by_method(results, metric: str = "map") -> dict:
+    """Benchmark JSON records -> ``{method: {bits: [metric over seeds]}}``."""
+    out: dict = {}
+    for r in results:
+        out.setdefault(r["method"], {}).setdefault(int(r["bits"]), []).append(
+            float(r["metrics"][metric]))
+    return out
+
+
+def plot_benchmark(results, *, kind: str = "map_vs_bits", metric: str = "map", ax=None):
+    """Figures of the benchmark records written by :func:`hashnb.matrix.run_matrix`.
+
+    ``kind="map_vs_bits"``: ``metric`` against code length per method (mean ± std over
+    seeds). ``kind="time_vs_map"``: mean training wall time (the loop's own seconds) against
+    mean ``metric``, one marker per (method, bits), marker size growing with bits.
+
+    Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise ValueError("no benchmark records to plot")
+    if kind == "map_vs_bits":
+        ax = plot_map_vs_bits(results_by_method(results, metric), ax=ax, ylabel=metric,
+                              title=f"{metric} vs code length (mean ± std over seeds)")
+        return ax.figure
+    if kind != "time_vs_map":
+        raise ValueError("kind must be 'map_vs_bits' or 'time_vs_map'")
+    ax = _new_ax(ax)
+    cells: dict = {}
+    for r in results:
+        w = r.get("wall_seconds", {})
+        t = w.get("train_loop") or w.get("train") or 0.0
+        cells.setdefault((r["method"], int(r["bits"])), []).append((t, r["metrics"][metric]))
+    methods = sorted({m for m, _ in cells})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(methods):
+        pts = sorted((b, np.mean([t for t, _ in v]), np.mean([y for _, y in v]))
+                     for (mm, b), v in cells.items() if mm == m)
+        bs, ts, ys = zip(*pts)
+        ax.plot(ts, ys, "-", color=colors[i % len(colors)], alpha=0.4)
+        ax.scatter(ts, ys, s=[12 + 4 * b for b in bs], color=colors[i % len(colors)], label=m)
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("training wall time per run, s (mean over seeds)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs training time (marker size ~ bits)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax.figure

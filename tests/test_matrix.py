@@ -65,3 +65,62 @@ def test_method_spec_parsing_and_variant_cells(cache):
     with pytest.raises(ValueError, match="unknown argument"):
         matrix.run_matrix(["csq:nonsense=1"], [16], [0], dataset="digits", out=out, epochs=1,
                           progress=False)
+
+
+def test_profiles_resolve_and_cli_overrides():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    matrix.add_subcommands(parser.add_subparsers(dest="cmd"))
+    a = parser.parse_args(["run", "--profile", "cpu", "--out", "x"])
+    kw = matrix.resolve_profile(a)
+    assert kw["dataset"] == "cifar10" and kw["protocol"] == "cifar10"
+    assert kw["bits"] == [8, 16, 32, 64] and kw["seeds"] == [0, 1, 2]
+    assert kw["features"] == {"backbone": "tf_efficientnet_lite0", "input_size": 128}
+    from hashnb.methods import list_methods
+    # every registered trainable method is in the cpu profile (closed-form ones too)
+    assert set(kw["methods"]) == set(list_methods())
+    b = parser.parse_args(["run", "--profile", "gpu", "--methods", "csq", "--bits", "16",
+                           "--seeds", "5", "--input-size", "96", "--out", "x"])
+    kw = matrix.resolve_profile(b)
+    assert kw["methods"] == ["csq"] and kw["bits"] == [16] and kw["seeds"] == [5]
+    assert kw["finetune"]["input_size"] == 96 and kw["finetune"]["pretrained"] is True
+    assert "features" not in kw and kw["extra_bits"] is None
+    with pytest.raises(SystemExit, match="--profile"):
+        matrix.resolve_profile(parser.parse_args(["run", "--out", "x"]))
+
+
+def test_finetune_path_trains_the_backbone_end_to_end(cache):
+    # the gpu profile's code path, on a tiny image set with a small CNN on the CPU
+    from hashnb.data import HashingDataset
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = (rng.random((60, 16, 16, 3)) * 60 + y[:, None, None, None] * 60).astype(np.uint8)
+    ds = HashingDataset("toy-images", x, np.eye(3, dtype=np.float32)[y],
+                        ["a", "b", "c"], kind="image")
+    out = cache / "ft"
+    res = matrix.run_matrix(["csq"], [8], [0], dataset=ds, protocol="random", out=out,
+                            split_kwargs={"n_query": 9, "n_train": 30, "cache": False}, epochs=2, progress=False,
+                            finetune={"backbone": "small_cnn", "pretrained": False,
+                                      "input_size": 24, "batch_size": 16})
+    rec = res[0]
+    assert rec["features"]["finetune"] is True and rec["features"]["input_size"] == 24
+    assert rec["method_kwargs"]["backbone"] == "small_cnn"
+    assert 0.0 <= rec["metrics"]["map"] <= 1.0 and rec["epochs"] == 2
+    with pytest.raises(ValueError, match="needs an image dataset"):
+        matrix.run_matrix(["csq"], [8], [0], dataset="digits", out=out, finetune={"input_size": 8},
+                          progress=False)
+
+
+def test_markdown_report_is_deterministic_and_matches_summary(cache):
+    out = cache / "res"
+    res = matrix.run_matrix(["lsh", "itq"], [8, 16], [0, 1], dataset="digits", out=out,
+                            progress=False)
+    md = matrix.markdown_report(matrix.load_results(out))
+    assert md == matrix.markdown_report(list(reversed(res)))  # order of records irrelevant
+    table = matrix.summarize(res)
+    assert f"| itq | {table.loc[('digits', 'digits', 'itq'), 8]} |" in md
+    assert "### map@1000" in md and "seeds 0, 1" in md
+    with pytest.raises(ValueError):
+        matrix.markdown_report([])
