@@ -216,6 +216,50 @@ if numba is not None:
             for t in range(out.shape[1]):
                 out[i, t] = h[t]
 
+    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+    def _ap_index_kernel(qw, dw, qm, dm, ncount, rcount, R, out):  # pragma: no cover
+        """AP@R ranked by (distance, database index) without sorting.
+
+        With the per-distance counts known, an item's rank is (items at smaller distances)
+        + (its position among equal-distance items in index order): one pass over the
+        database in index order per query gives every relevant item's rank and the number
+        of relevant items ranked at or before it.
+        """
+        for i in numba.prange(qw.shape[0]):
+            n, W = dw.shape
+            L = dm.shape[1]
+            K1 = ncount.shape[1]
+            before = np.zeros(K1, np.int64)
+            relbefore = np.zeros(K1, np.int64)
+            acc = 0
+            racc = 0
+            for d in range(K1):
+                before[d] = acc
+                relbefore[d] = racc
+                acc += ncount[i, d]
+                racc += rcount[i, d]
+            pos = np.zeros(K1, np.int64)
+            rpos = np.zeros(K1, np.int64)
+            total = 0.0
+            hits = 0
+            for j in range(n):
+                d = 0
+                for w in range(W):
+                    d += _popcount(qw[i, w] ^ dw[j, w])
+                pos[d] += 1
+                rel = False
+                for t in range(L):
+                    if qm[i, t] & dm[j, t]:
+                        rel = True
+                        break
+                if rel:
+                    rpos[d] += 1
+                    rank = before[d] + pos[d]
+                    if rank <= R:
+                        total += (relbefore[d] + rpos[d]) / rank
+                        hits += 1
+            out[i] = total / hits if hits > 0 else 0.0
+
 
 def _use_numba(device: torch.device) -> bool:
     """The numba kernel runs on CPU when numba imports and ``HASHNB_NUMBA`` is not 0."""
@@ -354,6 +398,13 @@ def _ranked_relevance(q, db, ql, dbl, R: int, chunk: int):
 
 
 def _ap_index(q, db, ql, dbl, R: int, chunk: int) -> torch.Tensor:
+    if _use_numba(q.device):
+        n, r = _count_tables_numba(q, db, ql, dbl)
+        out = np.zeros(q.shape[0], dtype=np.float64)
+        _ap_index_kernel(_words(q.numpy() > 0), _words(db.numpy() > 0),
+                         _words(ql.numpy() > 0), _words(dbl.numpy() > 0),
+                         n.long().numpy(), r.long().numpy(), int(R), out)
+        return torch.from_numpy(out)
     out = []
     for rel in _ranked_relevance(q, db, ql, dbl, R, chunk):
         pos = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64)

@@ -113,10 +113,12 @@ def test_heavy_ties_4_bits_many_items(counts_path):
     np.testing.assert_allclose(ap, expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("bits", [6, 70])
 @pytest.mark.parametrize("R", [None, 1, 7, 50, 120])
-def test_index_ties_equals_slow_loop(R):
+def test_index_ties_equals_slow_loop(R, bits, counts_path):
+    # both paths: the numba one-pass kernel (no sort) and the torch stable sort
     rng = np.random.default_rng(2)
-    q, db = codes(rng, 12, 6), codes(rng, 120, 6)
+    q, db = codes(rng, 12, bits), codes(rng, 120, bits)
     ql, dbl = multihot(rng, 12, 4), multihot(rng, 120, 4)
     ap = M.mean_average_precision(q, db, ql, dbl, R=R, ties="index", return_per_query=True)
     dist, rel = hamming(q, db), ql @ dbl.T > 0
