@@ -61,8 +61,9 @@ def _result_path(out: Path, dataset: str, protocol: str, method: str, bits: int,
 PROFILES: dict[str, dict] = {
     "cpu": dict(
         dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2], bits=[8, 16, 32, 64],
-        methods=["lsh", "itq", "dpsh", "hashnet", "csq", "orthohash"],
-        extra_bits={},
+        methods=["lsh", "itq", "dpsh", "hashnet", "csq", "orthohash", "crh", "mlh", "adsh",
+                 "mah"],
+        extra_bits={"mah": [4, 6, 12]},
         features={"backbone": "tf_efficientnet_lite0", "input_size": 128},
         description="frozen ImageNet EfficientNet-Lite0 features at 128 px, each method's "
                     "default epochs, best validation epoch"),
@@ -162,9 +163,7 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
             batch_size=run.config.get("batch_size"),
             wall_seconds={"features_load": tf.seconds, "train": tt.seconds,
                           "train_loop": run.train_seconds, "evaluate": te.seconds},
-            train_samples_per_s=(len(split.train) * (run.config.get("epochs") or 0)
-                                 / run.train_seconds if run.train_seconds and run.best_epoch
-                                 else None),
+            train_samples_per_s=_samples_per_s(run, len(split.train)),
             metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
                                                "R = all database items for 'map'")
         tmp = path.with_suffix(".json.tmp")
@@ -172,6 +171,14 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         os.replace(tmp, path)
         results.append(rec)
     return results
+
+
+def _samples_per_s(run, n_train: int) -> float | None:
+    """Training items per second over the epochs' own time (validation passes excluded)."""
+    times = [h["time"] for h in run.history if "time" in h]
+    if not times or not sum(times):
+        return None
+    return n_train * len(times) / sum(times)
 
 
 def _json_default(o):
@@ -209,6 +216,46 @@ class _ResizeNormalize:
 
 def _resize_transform(size: int, backbone: str):
     return _ResizeNormalize(size, backbone)
+
+
+def train_throughput(methods: Iterable[str], *, dataset="cifar10", protocol: str | None = None,
+                     bits: int = 32, epochs: int = 3, seed: int = 0,
+                     features: dict | None = None, root: str | None = None,
+                     device=None, progress: bool = True) -> dict:
+    """Training samples per second of each method on the same data (validation off).
+
+    Every method trains ``epochs`` epochs on the same split's training items with its own
+    default batch size and ``select="last"`` (no validation pass is timed). Closed-form
+    methods report their fit time and no throughput.
+    """
+    from tqdm.auto import tqdm
+
+    from hashnb.data import HashingDataset, load_dataset, load_features, make_split
+    from hashnb.train import fit, method_from_dataset
+
+    feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
+    ds = dataset if isinstance(dataset, HashingDataset) else load_dataset(dataset, root=root)
+    if ds.kind == "image":
+        ds = load_features(ds, progress=progress, **feat_kw)
+    split = make_split(ds, protocol, seed=seed)
+    rows = []
+    for spec in tqdm(list(methods), desc="training throughput", disable=not progress):
+        name, mkw = parse_method_spec(spec)
+        import torch
+        torch.manual_seed(seed)
+        method = method_from_dataset(name, ds, bits=bits, **mkw)
+        trainable = getattr(method, "trainable", True)
+        run = fit(method, ds, split, epochs=epochs, seed=seed, select="last", progress=False,
+                  device=device)
+        sec = sum(h.get("time", 0.0) for h in run.history) if trainable else run.train_seconds
+        rows.append({"method": spec, "bits": bits, "epochs": run.config.get("epochs"),
+                     "batch_size": run.config.get("batch_size"), "seconds": sec,
+                     "samples_per_s": _samples_per_s(run, len(split.train)) if trainable
+                     else None})
+    return {"config": {"dataset": ds.name, "protocol": split.protocol, "train": len(split.train),
+                       "bits": bits, "epochs": epochs, "seed": seed,
+                       "features": (ds.meta or {}).get("features")},
+            "results": rows}
 
 
 def load_results(folder: str | Path) -> list[dict]:
@@ -257,6 +304,17 @@ def add_subcommands(sub) -> None:
     p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
     p.add_argument("--out", required=True, help="folder for one JSON per result")
     p.set_defaults(func=_cli_run)
+    sp = sub.add_parser("speed", help="evaluation and search speed vs the usual tools, and "
+                                      "training throughput of every method, in one run")
+    sp.add_argument("--methods", nargs="+", default=None,
+                    help="default: the cpu profile's methods")
+    sp.add_argument("--dataset", default="cifar10")
+    sp.add_argument("--bits", type=int, default=32, help="code length for the training timing")
+    sp.add_argument("--epochs", type=int, default=3)
+    sp.add_argument("--metric-bits", nargs="+", type=int, default=[16, 64])
+    sp.add_argument("--root", default=None)
+    sp.add_argument("--out", default=None, help="write everything as one JSON here")
+    sp.set_defaults(func=_cli_speed)
     r = sub.add_parser("report", help="table (mean ± std over seeds) from result JSONs")
     r.add_argument("folder")
     r.add_argument("--metric", default="map")
@@ -342,6 +400,31 @@ def markdown_report(results: list[dict], metrics=("map", "map@1000", "p@r2")) ->
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _cli_speed(args) -> None:
+    from hashnb.bench import bench_metrics
+    from hashnb.utils import Timer
+
+    with Timer() as t:
+        met = bench_metrics(bits=tuple(args.metric_bits), progress=False)
+        thr = train_throughput(args.methods or PROFILES["cpu"]["methods"], dataset=args.dataset,
+                               bits=args.bits, epochs=args.epochs, root=args.root)
+    for r in met["results"]:
+        print(f"{r['bits']:>3} bits: mAP@all {r['hashnb_s']:.3f} s vs reference "
+              f"{r['reference_s']:.3f} s = {r['eval_speedup']:.1f}x; top-{r['k']} search "
+              f"{r['torch_qps']:,.0f} q/s vs FAISS {r.get('faiss_qps', float('nan')):,.0f} q/s "
+              f"= {r.get('search_ratio', float('nan')):.2f}x")
+    for r in thr["results"]:
+        sps = f"{r['samples_per_s']:,.0f} samples/s" if r["samples_per_s"] else "closed form"
+        print(f"{r['method']:>24}: {r['seconds']:.2f} s for {r['epochs']} epoch(s), {sps}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(provenance(benchmark="speed", wall_time_s=t.seconds,
+                                             metrics=met, training=thr),
+                                  indent=1, default=_json_default))
+        print(f"wrote {out}")
 
 
 def _cli_report(args) -> None:

@@ -124,3 +124,15 @@ def test_markdown_report_is_deterministic_and_matches_summary(cache):
     assert "### map@1000" in md and "seeds 0, 1" in md
     with pytest.raises(ValueError):
         matrix.markdown_report([])
+
+
+def test_train_throughput_times_every_method_on_the_same_split(cache):
+    out = matrix.train_throughput(["lsh", "csq", "dpsh"], dataset="digits", bits=16, epochs=2,
+                                  progress=False)
+    rows = {r["method"]: r for r in out["results"]}
+    assert out["config"]["train"] == 450 and out["config"]["epochs"] == 2
+    assert rows["lsh"]["samples_per_s"] is None           # closed form: no epochs to time
+    for m in ("csq", "dpsh"):
+        assert rows[m]["epochs"] == 2 and rows[m]["samples_per_s"] > 0
+        # throughput is over the epochs' own time: 2 x 450 items / that time
+        assert rows[m]["samples_per_s"] == pytest.approx(2 * 450 / rows[m]["seconds"])
