@@ -63,9 +63,10 @@ class ITQ(ClosedFormMethod):
         x = x.double()
         mean = x.mean(0)
         xc = x - mean
-        # PCA: top-K right singular vectors of the centred data
-        _, _, vt = torch.linalg.svd(xc, full_matrices=False)
-        w = vt[: self.bits].T  # (d, K)
+        # PCA: top-K eigenvectors of the d x d scatter matrix (the right singular vectors of
+        # the centred data; eigh on d x d is much cheaper than an SVD of n x d when n >> d)
+        _, evecs = torch.linalg.eigh(xc.T @ xc)
+        w = evecs[:, -self.bits:].flip(1)  # (d, K), largest variance first
         v = xc @ w
         g = torch.Generator().manual_seed(seed)
         r, _ = torch.linalg.qr(torch.randn(self.bits, self.bits, generator=g, dtype=torch.float64))
