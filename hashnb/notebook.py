@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hashnb.utils import fast_mode
 
-__all__ = ["glue", "chapter_dataset", "banner"]
+__all__ = ["glue", "chapter_dataset", "banner", "data_line"]
 
 
 def glue(name: str, value, display: bool = False):
@@ -62,3 +62,25 @@ def chapter_dataset(prefer: str = "digits"):
         raise ValueError("prefer must be 'digits' or 'cifar10'")
     return load_dataset("digits")
 
+
+
+def data_line(prefer: str = "cifar10") -> str:
+    """What data a chapter will use, said before anything is loaded (the install cell).
+
+    Only looks at ``HASHNB_DATA`` and the profile; :func:`chapter_dataset` makes the actual
+    choice (and prints a notice when it falls back).
+    """
+    import os
+
+    mode = "FAST profile (HASHNB_FAST=1)" if fast_mode() else "full profile"
+    if prefer == "digits":
+        return f"data: scikit-learn digits (embedded, offline) | {mode}"
+    root = os.environ.get("HASHNB_DATA")
+    if root:
+        where = f"CIFAR-10 from HASHNB_DATA={root}"
+        if not os.path.exists(root):
+            where += " (that path does not exist: the chapter will fall back to digits)"
+    else:
+        where = ("CIFAR-10 if torchvision can download it (online), else the embedded digits; "
+                 "set HASHNB_DATA to a CIFAR-10 folder to choose")
+    return f"data: {where}; frozen EfficientNet-Lite0 features, cached | {mode}"
