@@ -421,3 +421,103 @@ def make_centers(kind: str, num_classes: int, bits: int, *, seed: int = 0, **kwa
     if k == "max-distance":
         return max_distance_centers(num_classes, bits, seed=seed, **kwargs)
     return csq_centers(num_classes, bits, seed=seed, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# CRH: a codebook of candidate codes and the one-to-one class -> code matching
+# (Yin et al., "Codebook-Centric Deep Hashing", AAAI 2026, arXiv 2511.12162; used by
+# hashnb.methods.crh). The paper's code was not available: see that module's docstring.
+# ---------------------------------------------------------------------------------------
+def crh_head_bits(bits: int, codebook_size: int) -> int:
+    """CRH's head-size rule: the smallest divisor d of ``bits`` with 2^d >= ``codebook_size``.
+
+    The K bits are split into K / d heads of d bits, each with its own sub-codebook of M
+    distinct d-bit codes (so 2^d >= M is needed). Equals the paper's "smallest power of two
+    d >= log2 M" whenever K is a power of two.
+
+    Raises ``ValueError`` when no divisor fits (M > 2^K).
+    """
+    if not isinstance(bits, (int, np.integer)) or bits < 1:
+        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    if not isinstance(codebook_size, (int, np.integer)) or codebook_size < 1:
+        raise ValueError(f"codebook_size must be a positive integer, got {codebook_size!r}")
+    for d in range(1, int(bits) + 1):
+        if bits % d == 0 and 2 ** d >= codebook_size:
+            return d
+    raise ValueError(f"a codebook of {codebook_size} distinct codes needs more than {bits} "
+                     f"bits (2^{bits} < {codebook_size}); lower codebook_size or raise bits")
+
+
+def crh_codebook(size: int, bits: int, *, seed: int = 0, n_trials: int = 100) -> np.ndarray:
+    """``size`` distinct uniformly random codes of ``bits`` bits with large pairwise distances.
+
+    Each trial samples ``size`` codes uniformly *without replacement* from {-1, +1}^bits;
+    the trial with the largest minimum pairwise Hamming distance (ties: largest mean) is
+    kept. The best-of-``n_trials`` rule is our reconstruction of CRH's "uniform sampling
+    with large Hamming distances" (the paper's exact procedure was not available).
+
+    Returns
+    -------
+    codebook : float32 (size, bits) in {-1, +1}, rows distinct; the same for the same seed.
+    """
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if bits < 1 or (bits < 63 and size > 2 ** bits):
+        raise ValueError(f"cannot draw {size} distinct codes of {bits} bits (2^{bits} < {size})")
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials!r}")
+    rng = np.random.default_rng(seed)
+    best, best_key = None, None
+    for _ in range(int(n_trials)):
+        if bits <= 20:
+            ints = rng.choice(2 ** bits, size=size, replace=False)
+            cb = ((ints[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.float32) * 2 - 1
+        else:  # 2^bits is huge: draw i.i.d. codes and redraw duplicates (rare)
+            cb = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(size, bits))
+            while len(np.unique(cb, axis=0)) < size:
+                cb = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(size, bits))
+        if size == 1:
+            return cb.astype(np.float32)
+        d = _offdiag(pairwise_hamming(cb))
+        key = (d.min(), d.mean())
+        if best_key is None or key > best_key:
+            best, best_key = cb, key
+    return best.astype(np.float32)
+
+
+def match_classes_to_codes(cost: np.ndarray, *, method: str = "hungarian",
+                           rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """One-to-one matching of C classes to M >= C candidate codes by a (C, M) cost matrix.
+
+    ``method="hungarian"``: the exact minimum-total-cost matching
+    (:func:`scipy.optimize.linear_sum_assignment`, Kuhn's Hungarian method).
+    ``method="greedy"``: classes visited in a random order (``rng``), each taking its
+    cheapest still-free code (ties: the lowest code index) -- CRH's cheaper alternative.
+
+    Returns
+    -------
+    assignment : int64 (C,), distinct code indices in [0, M).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2 or cost.shape[0] > cost.shape[1] or cost.shape[0] < 1:
+        raise ValueError(f"cost must be (C, M) with 1 <= C <= M, got shape {cost.shape}")
+    if not np.isfinite(cost).all():
+        raise ValueError("cost has non-finite entries")
+    if method == "hungarian":
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(cost)
+        out = np.empty(cost.shape[0], dtype=np.int64)
+        out[rows] = cols
+        return out
+    if method == "greedy":
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        free = np.ones(cost.shape[1], dtype=bool)
+        out = np.empty(cost.shape[0], dtype=np.int64)
+        for c in rng.permutation(cost.shape[0]):
+            row = np.where(free, cost[c], np.inf)
+            j = int(np.argmin(row))
+            out[c] = j
+            free[j] = False
+        return out
+    raise ValueError(f"method must be 'hungarian' or 'greedy', got {method!r}")
