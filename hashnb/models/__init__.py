@@ -11,6 +11,7 @@ from hashnb.models.backbones import (
     register_backbone,
 )
 from hashnb.models.heads import HashHead, HashModel
+from hashnb.models.experts import HashExperts, topk_gate  # noqa: F401  (MoHE, MLH)
 
 __all__ = [
     "register_backbone", "create_backbone", "list_backbones", "backbone_preprocess",
