@@ -33,7 +33,7 @@ import torch.distributed as dist
 from hashnb.utils import as_tensor, cache_dir, default_device, seed_everything
 
 __all__ = ["fit", "run_method", "Run", "TrainContext", "LivePlot", "encode_dataset",
-           "method_from_dataset"]
+           "codes_for", "method_from_dataset"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,6 +105,29 @@ def encode_dataset(method, dataset, indices, *, batch_size: int = 1024, device=N
     return torch.cat([method.encode(xb, batch_size=len(xb), device=device) for xb, _, _ in loader])
 
 
+def codes_for(method, dataset, indices, *, device=None) -> torch.Tensor:
+    """Codes of ``dataset[indices]``: the method's learned codes where it stores them, else
+    forward passes (:func:`encode_dataset`).
+
+    Asymmetric methods (ADSH, MAH in :mod:`hashnb.methods.asymmetric`) learn the database
+    codes directly; they expose ``stored_codes(indices) -> Tensor | None``: a float (n, K)
+    tensor with the learned {-1, +1} code of every index they hold and rows of zeros for the
+    others (filled here by forward passes), or None when they hold none of them. Methods
+    without the hook are encoded by forward passes, as before.
+    """
+    indices = np.asarray(indices)
+    hook = getattr(method, "stored_codes", None)
+    stored = hook(indices) if hook is not None else None
+    if stored is None:
+        return encode_dataset(method, dataset, indices, device=device)
+    stored = stored.float().cpu()
+    missing = (stored == 0).all(1).numpy()
+    if missing.any():
+        stored[torch.as_tensor(missing)] = encode_dataset(method, dataset, indices[missing],
+                                                          device=device)
+    return stored
+
+
 # ---------------------------------------------------------------------------------------
 # run bookkeeping
 # ---------------------------------------------------------------------------------------
@@ -140,10 +163,13 @@ class Run:
     _codes: dict = field(default_factory=dict, repr=False)
 
     def codes(self, part: str = "database", *, device=None) -> torch.Tensor:
-        """Codes of ``split.<part>`` ("query", "database", "train", "val"), cached."""
+        """Codes of ``split.<part>`` ("query", "database", "train", "val"), cached.
+
+        Learned codes of an asymmetric method are used where it stores them (:func:`codes_for`).
+        """
         if part not in self._codes:
             idx = getattr(self.split, part)
-            self._codes[part] = encode_dataset(self.method, self.dataset, idx, device=device)
+            self._codes[part] = codes_for(self.method, self.dataset, idx, device=device)
         return self._codes[part]
 
     def evaluate(self, *, R: int | None = None, ties: str = "average") -> dict:
@@ -262,7 +288,7 @@ def _validate(method, dataset, split, device) -> float | None:
     if split.val is None or len(split.val) == 0:
         return None
     q = encode_dataset(method, dataset, split.val, device=device)
-    db = encode_dataset(method, dataset, split.train, device=device)
+    db = codes_for(method, dataset, split.train, device=device)  # learned codes if stored
     return float(mean_average_precision(q, db, _labels(dataset, split.val),
                                         _labels(dataset, split.train)))
 
@@ -433,7 +459,22 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
         te = time.perf_counter()
         sums: dict[str, float] = {}
         nb = 0
-        if train_x is not None:
+        # optional hook: the dataset indices this epoch trains on, in order (ADSH/MAH: the
+        # sampled subset Omega, repeated for its inner epochs); batches then also carry them
+        # as "index" ("idx" stays the position in split.train, -1 outside it)
+        items = method.epoch_items(epoch, ctx) if hasattr(method, "epoch_items") else None
+        if items is not None:
+            items = torch.as_tensor(np.asarray(items), dtype=torch.long)[rank::world]
+            if _is_vector(dataset):
+                batches = ((_vectors(dataset, jb.numpy()), _labels(dataset, jb.numpy()), jb)
+                           for jb in items.split(per_rank_bs))
+            else:
+                tf = transform or default_image_transform(method, dataset)
+                batches = _image_loader(dataset, items.numpy(), batch_size=per_rank_bs,
+                                        shuffle=False, transform=tf, seed=seed, rank=0, world=1,
+                                        num_workers=num_workers, epoch=epoch)
+            batches = ((xb, yb, train_pos[jb], jb) for xb, yb, jb in batches)
+        elif train_x is not None:
             g = torch.Generator().manual_seed(seed * 100003 + epoch)
             perm = torch.randperm(n_train, generator=g)[rank::world]
             batches = ((train_x[b], train_y[b], b) for b in perm.split(per_rank_bs))
@@ -444,9 +485,11 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
                                    num_workers=num_workers, epoch=epoch)
             # the loader yields dataset indices; "idx" is the position in split.train
             batches = ((xb, yb, train_pos[jb]) for xb, yb, jb in loader)
-        for xb, yb, ib in batches:
+        for xb, yb, ib, *jb in batches:
             batch = {"x": xb.to(device, non_blocking=True), "y": yb.to(device),
                      "idx": ib.to(device)}
+            if jb:
+                batch["index"] = jb[0].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 out = net(batch["x"])
                 loss, logs = method.loss(out, batch)
@@ -553,7 +596,7 @@ def run_method(name: str, dataset, split, *, bits: int, seed: int = 0, epochs: i
     if cache:
         run_dir = run_dir_for(name, dataset, split, bits=bits, seed=seed, root=root,
                               extra={"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                     "method_kwargs": mk,
+                                     "method_kwargs": mk, "hparams": method.hparams(),
                                      **{k: v for k, v in fit_kwargs.items()
                                         if k not in ("callbacks", "progress", "device")}})
     return fit(method, dataset, split, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
