@@ -178,7 +178,9 @@ def _samples_per_s(run, n_train: int) -> float | None:
     times = [h["time"] for h in run.history if "time" in h]
     if not times or not sum(times):
         return None
-    return n_train * len(times) / sum(times)
+    # samples actually fed (ADSH/MAH train on a sampled subset), else the training set size
+    seen = [h.get("samples", n_train) for h in run.history if "time" in h]
+    return sum(seen) / sum(times)
 
 
 def _json_default(o):

@@ -458,7 +458,7 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
         method.on_epoch_start(epoch, ctx)
         te = time.perf_counter()
         sums: dict[str, float] = {}
-        nb = 0
+        nb = ns = 0  # batches and samples (this rank) this epoch
         # optional hook: the dataset indices this epoch trains on, in order (ADSH/MAH: the
         # sampled subset Omega, repeated for its inner epochs); batches then also carry them
         # as "index" ("idx" stays the position in split.train, -1 outside it)
@@ -503,11 +503,12 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
+            ns += len(xb)
         if sched is not None:
             sched.step()
         method.on_epoch_end(epoch, ctx)
         rec = {"epoch": epoch + 1, **{k: v / max(nb, 1) for k, v in sums.items()},
-               "time": time.perf_counter() - te}
+               "time": time.perf_counter() - te, "samples": ns * world}
         rec.update(ctx.extras.pop("epoch_logs", {}))
         if (epoch + 1) % val_every == 0 or epoch + 1 == epochs:
             score = _validate(method, dataset, split, device)
