@@ -275,10 +275,11 @@ def summarize(results: list[dict], metric: str = "map"):
     if df.empty:
         return df
 
-    def fmt(v):
+    def fmt(v):  # one seed has no spread: say so instead of printing ± 0.000
         v = np.asarray(v, dtype=float)
-        sd = v.std(ddof=1) if len(v) > 1 else 0.0
-        return f"{v.mean():.3f} ± {sd:.3f} ({len(v)})"
+        if len(v) == 1:
+            return f"{v.mean():.3f} (1)"
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({len(v)})"
 
     return df.pivot_table(index=["dataset", "protocol", "method"], columns="bits",
                           values=metric, aggfunc=fmt)

@@ -42,6 +42,8 @@ def test_run_matrix_writes_provenance_resumes_and_summarizes(cache, monkeypatch)
     itq16 = [r["metrics"]["map"] for r in res if r["method"] == "itq" and r["bits"] == 16]
     cell = table.loc[("digits", "digits", "itq"), 16]
     assert cell == f"{np.mean(itq16):.3f} ± {np.std(itq16, ddof=1):.3f} (2)"
+    one = matrix.summarize([r for r in res if r["seed"] == 0])
+    assert one.loc[("digits", "digits", "itq"), 16] == f"{itq16[0]:.3f} (1)"  # no fake ± 0
 
 
 def test_method_spec_parsing_and_variant_cells(cache):
