@@ -253,3 +253,14 @@ def test_center_semantics_oracle():
     cs = centers @ centers.T / 32
     assert out["pearson"] == pytest.approx(np.corrcoef(cs[iu], (mu @ mu.T)[iu])[0, 1])
     np.testing.assert_array_equal(np.asarray(out["hamming"])[iu], pairwise_hamming(centers)[iu])
+
+
+def test_training_batch_of_one_item_uses_running_batchnorm_statistics():
+    # the shared SingleItemBatchNorm mixin: a last batch of one item must not crash BatchNorm
+    m = create_method("crh", bits=16, num_classes=10, in_dim=8)
+    assert m.model.head.bn is not None
+    m.train()
+    out = m(torch.randn(1, 8))
+    assert out["z"].shape == (1, 16) and m.training and m.model.head.bn.training
+    with pytest.raises(ValueError):  # plain BatchNorm still refuses one item in training
+        m.model.head.bn(torch.randn(1, 16))

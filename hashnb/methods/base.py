@@ -26,7 +26,8 @@ from torch import nn
 
 from hashnb.utils import as_tensor, binarize
 
-__all__ = ["HashMethod", "ClosedFormMethod", "register_method", "create_method", "list_methods"]
+__all__ = ["HashMethod", "ClosedFormMethod", "SingleItemBatchNorm", "register_method",
+           "create_method", "list_methods"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -104,6 +105,25 @@ class _Standardize(nn.Module):
         if not bool(self.fitted) or x.dim() != 2:
             return x
         return (x - self.mean) / self.std
+
+
+class SingleItemBatchNorm:
+    """Mixin for methods with a BatchNorm hash layer (OrthoHash, CRH): put it before
+    :class:`HashMethod` in the bases.
+
+    A training batch of one item (a possible last batch) cannot be batch-normalised; it is
+    passed through BatchNorm's running statistics instead of raising.
+    """
+
+    def forward(self, x: torch.Tensor) -> dict:
+        bn = self.model.head.bn
+        if self.training and bn is not None and x.shape[0] == 1:
+            bn.eval()
+            try:
+                return super().forward(x)
+            finally:
+                bn.train()
+        return super().forward(x)
 
 
 class HashMethod(nn.Module):

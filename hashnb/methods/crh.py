@@ -48,7 +48,7 @@ import torch
 
 from hashnb.centers import center_report, crh_codebook, crh_head_bits, match_classes_to_codes
 from hashnb.losses.crh import crh_loss, crh_scale
-from hashnb.methods.base import HashMethod, register_method
+from hashnb.methods.base import HashMethod, SingleItemBatchNorm, register_method
 from hashnb.utils import binarize
 
 __all__ = ["CRH", "center_semantics"]
@@ -67,7 +67,7 @@ _REASSIGN = ("hungarian", "greedy", "none")
 
 
 @register_method("crh")
-class CRH(HashMethod):
+class CRH(SingleItemBatchNorm, HashMethod):
     """Center-Reassigned Hashing with a (multi-head) codebook.
 
     Parameters (keyword-only, beyond :class:`HashMethod`'s)
@@ -263,18 +263,6 @@ class CRH(HashMethod):
         self._reset_stats()
 
     # -- forward / loss -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> dict:
-        """``{"z", "u": tanh(z)}``; a training batch of one item uses BatchNorm's running
-        statistics (as in our OrthoHash) instead of raising."""
-        bn = self.model.head.bn
-        if self.training and bn is not None and x.shape[0] == 1:
-            bn.eval()
-            try:
-                return super().forward(x)
-            finally:
-                bn.train()
-        return super().forward(x)
-
     def loss(self, out, batch):
         z = out["z"].float()
         if self.training and self.reassign != "none":

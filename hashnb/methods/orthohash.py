@@ -25,13 +25,13 @@ import torch
 
 from hashnb.centers import center_report, make_centers
 from hashnb.losses.orthohash import orthohash_loss
-from hashnb.methods.base import HashMethod, register_method
+from hashnb.methods.base import HashMethod, SingleItemBatchNorm, register_method
 
 __all__ = ["OrthoHash"]
 
 
 @register_method("orthohash")
-class OrthoHash(HashMethod):
+class OrthoHash(SingleItemBatchNorm, HashMethod):
     """OrthoHash: one cosine-margin cross-entropy against fixed binary class targets.
 
     Parameters (keyword-only, beyond :class:`HashMethod`'s)
@@ -113,21 +113,6 @@ class OrthoHash(HashMethod):
         self._hparams.update(scale=scale, margin=self.margin, margin_type=margin_type,
                              quant_weight=self.quant_weight, quant_type=quant_type,
                              centers_kind=kind, center_seed=center_seed)
-
-    def forward(self, x: torch.Tensor) -> dict:
-        """``{"z": v (BatchNorm'ed), "u": tanh(v)}``, both (n, K).
-
-        A training batch of one item (a possible last batch) cannot be batch-normalised; it
-        is passed through BatchNorm's running statistics instead of raising.
-        """
-        bn = self.model.head.bn
-        if self.training and bn is not None and x.shape[0] == 1:
-            bn.eval()
-            try:
-                return super().forward(x)
-            finally:
-                bn.train()
-        return super().forward(x)
 
     def center_report(self) -> dict:
         return center_report(self.centers.cpu().numpy())
