@@ -150,6 +150,23 @@ def test_branch_switches_and_errors():
         _mlh(experts=0).gate_weights(x)
 
 
+def test_expert_activation_switch():
+    """expert_activation=None makes the expert layer affine: with one expert the mixture is
+    then exactly W x + b (checked on x, 2x and 0), which ReLU experts are not."""
+    x = torch.randn(30, 20)
+    for act in ("relu", None):
+        m = _mlh(experts=1, expert_activation=act)
+        assert m.moe.activation == act and m.hparams()["expert_activation"] == act
+        f = m.model.backbone(m.input_norm(x))
+        f0 = torch.zeros_like(f)
+        h = lambda v: m.moe(v, "center")[0]
+        affine = torch.allclose(h(2 * f) - h(f0), 2 * (h(f) - h(f0)), atol=1e-5)
+        assert affine == (act is None)
+        assert bool((h(f) < 0).any()) == (act is None)  # ReLU outputs are never negative
+    with pytest.raises(ValueError, match="activation"):
+        _mlh(experts=2, expert_activation="gelu")
+
+
 def test_training_records_expert_usage_and_both_branches_evaluate():
     from hashnb.data import load_dataset, make_split
     from hashnb.train import run_method

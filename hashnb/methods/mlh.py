@@ -71,6 +71,8 @@ class MLH(HashMethod):
     top_k : experts per sample, 2 (our reconstruction; clipped to 1 when E = 1).
     balance_weight : load-balancing weight, 0.01 (Switch Transformer's alpha).
     expert_dim : expert output width, 256 (our reconstruction).
+    expert_activation : "relu" (default, our reconstruction) or None (linear experts): the
+        switch of chapter 6's probe of what the expert layer itself costs.
     centers : "gv" (default, :func:`gv_centers`), a :func:`hashnb.centers.make_centers`
         kind ("hadamard", ...) or a (C, K) +-1 array.
     center_seed : seed of the center construction.
@@ -94,7 +96,8 @@ class MLH(HashMethod):
     def __init__(self, *, bits: int, num_classes: int, lambda_center: float = 4.0,
                  lambda_pair: float = 1.0, lambda_mutual: float = 1.0, branches: str = "both",
                  stop_grad: bool = False, experts: int = 4, top_k: int = 2,
-                 balance_weight: float = 0.01, expert_dim: int = 256, centers="gv",
+                 balance_weight: float = 0.01, expert_dim: int = 256,
+                 expert_activation: str | None = "relu", centers="gv",
                  center_seed: int = 0, quant_weight: float = 1e-4, eta: float = 10.0,
                  scale: float | None = None, encode_branch: str = "auto", **kw):
         super().__init__(bits=bits, num_classes=num_classes, **kw)
@@ -120,7 +123,8 @@ class MLH(HashMethod):
         hp = self._hparams
         if experts > 0:
             self.moe = HashExperts(feat_dim, int(expert_dim), experts=experts, top_k=top_k,
-                                   branches=("center", "pairwise"))
+                                   branches=("center", "pairwise"),
+                                   activation=expert_activation)
             head_in = int(expert_dim)
             top_k = self.moe.top_k
         else:
@@ -152,7 +156,8 @@ class MLH(HashMethod):
         hp.update(lambda_center=self.lambdas[0], lambda_pair=self.lambdas[1],
                   lambda_mutual=self.lambdas[2], branches=branches, stop_grad=self.stop_grad,
                   experts=experts, top_k=self.top_k, balance_weight=self.balance_weight,
-                  expert_dim=self.expert_dim, centers=centers_name, center_seed=center_seed,
+                  expert_dim=self.expert_dim, expert_activation=expert_activation,
+                  centers=centers_name, center_seed=center_seed,
                   quant_weight=self.quant_weight, eta=self.eta, scale=scale,
                   encode_branch=encode_branch)
 
