@@ -172,7 +172,8 @@ def bench_metrics(*, queries: int = 1000, database: int = 54000, bits=(16, 64), 
     return {"config": config, "results": rows}
 
 
-def _print_metrics(res: dict, prov: dict, file=sys.stdout) -> None:
+def _print_metrics(res: dict, prov: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up now: a redirected stdout counts
     cfg = res["config"]
     p = lambda *a: print(*a, file=file)  # noqa: E731
     p(f"hashnb bench metrics: {cfg['queries']} queries x {cfg['database']} database codes, "
