@@ -1,0 +1,136 @@
+"""The committed benchmark results (book/results/): schema, coverage, and the report.
+
+``book/results/cpu/*.json`` are written by ``python -m hashnb.bench run --profile cpu`` and
+never edited by hand; ``REPORT.md`` beside them is ``python -m hashnb.bench report
+book/results/cpu --markdown book/results/cpu/REPORT.md``. These tests fail when a file is
+missing a field, a cell of the profile is missing, a number is out of range, or the report no
+longer matches the JSON it claims to come from.
+"""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hashnb import matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results"
+CPU = RESULTS / "cpu"
+PROTOCOL1 = RESULTS / "protocols" / "cifar10-1"
+SPEED = RESULTS / "speed" / "speed.json"
+#: split sizes of each CIFAR-10 protocol (a result with other sizes came from other data)
+SIZES = {"cifar10": {"train": 4500, "val": 500, "query": 1000, "database": 54000},
+         "cifar10-1": {"train": 4500, "val": 500, "query": 1000, "database": 59000}}
+#: every folder of runner output the book reads (the ablations of chapters 4-7 included)
+FOLDERS = sorted({p.parent for p in RESULTS.rglob("*.json")} - {SPEED.parent, RESULTS / "search"}
+                 - {p.parent for p in (RESULTS / "ablations").rglob("semantics/*.json")})
+
+REQUIRED = {
+    "commit": str, "cpu": str, "cpu_count": int, "versions": dict, "time_utc": str,
+    "dataset": str, "protocol": str, "split_sizes": dict, "features": dict, "method": str,
+    "method_name": str, "method_kwargs": dict, "bits": int, "seed": int, "selection": str,
+    "wall_seconds": dict, "metrics": dict, "metric_convention": str,
+}
+
+
+def _load(folder):
+    files = sorted(Path(folder).glob("*.json"))
+    assert files, f"no committed results in {folder}"
+    return [json.loads(p.read_text()) for p in files]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return _load(CPU)
+
+
+def check_record(r):
+    """One runner record: every provenance field, metrics in range, selection on validation."""
+    for key, typ in REQUIRED.items():
+        assert isinstance(r.get(key), typ), (r.get("method"), r.get("bits"), key)
+    assert set(r["metrics"]) >= {"map", "map@1000", "p@1000", "p@r2", "map_ties_index"}
+    for k, v in r["metrics"].items():
+        assert v is None or (0.0 <= v <= 1.0 and math.isfinite(v)), (k, v)
+    assert set(r["wall_seconds"]) >= {"features_load", "train", "train_loop", "evaluate"}
+    assert all(v >= 0 for v in r["wall_seconds"].values())
+    assert r["split_sizes"] == SIZES[r["protocol"]], (r["protocol"], r["split_sizes"])
+    assert r["features"]["backbone"] == "tf_efficientnet_lite0"
+    assert r["features"]["input_size"] == 128
+    assert r["commit"][:40].isalnum() and len(r["commit"]) in (40, 46), r["commit"]
+    if r["best_epoch"] is not None:  # trained: selected on validation, never on queries
+        assert "validation" in r["selection"] and 1 <= r["best_epoch"] <= r["epochs"]
+        assert r["train_samples_per_s"] > 0
+
+
+def test_every_record_has_the_schema_and_sane_values(results):
+    for r in results:
+        check_record(r)
+        # the benchmark's provenance is a clean commit: its results come from committed code
+        assert len(r["commit"]) == 40 and not r["commit"].endswith("-dirty"), r["commit"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_every_committed_result_folder_is_runner_output(folder):
+    res = _load(folder)
+    for r in res:
+        check_record(r)
+    # one file per (protocol, method, bits, seed), one budget per (protocol, method): a table
+    # built from a folder never averages runs of different settings
+    keys = [(r["protocol"], r["method"], r["bits"], r["seed"]) for r in res]
+    assert len(keys) == len(set(keys))
+    assert len({r["dataset"] for r in res}) == 1
+    budgets = {}
+    for r in res:
+        budgets.setdefault((r["protocol"], r["method"]), set()).add(r["epochs"])
+    assert all(len(e) == 1 for e in budgets.values()), budgets
+
+
+def test_protocol_slice_matches_the_benchmark(results):
+    """The chapter's protocol comparison: same methods, seeds and code length as the cpu
+    profile, only the protocol differs."""
+    p1 = _load(PROTOCOL1)
+    assert {r["protocol"] for r in p1} == {"cifar10-1"}
+    bits = {r["bits"] for r in p1}
+    assert len(bits) == 1 and bits <= set(matrix.PROFILES["cpu"]["bits"])
+    have = {(r["method"], r["seed"]) for r in p1}
+    want = {(m, s) for m in matrix.PROFILES["cpu"]["methods"] for s in matrix.PROFILES["cpu"]["seeds"]}
+    assert have == want
+    ref = {(r["method"], r["seed"]): r for r in results if r["bits"] in bits}
+    for r in p1:  # the same budget and method settings as the benchmark cell it is set beside
+        q = ref[(r["method"], r["seed"])]
+        assert (r["epochs"], r["method_kwargs"]) == (q["epochs"], q["method_kwargs"])
+
+
+def test_results_cover_the_cpu_profile(results):
+    prof = matrix.PROFILES["cpu"]
+    have = {(r["method"], r["bits"], r["seed"]) for r in results}
+    for m in prof["methods"]:
+        for b in sorted(set(prof["bits"]) | set(prof["extra_bits"].get(m, []))):
+            for s in prof["seeds"]:
+                assert (m, b, s) in have, f"missing {m} {b} bits seed {s}"
+    assert {r["dataset"] for r in results} == {prof["dataset"]}
+    assert {r["protocol"] for r in results} == {prof["protocol"]}
+
+
+def test_committed_report_is_regenerated_from_the_json(results):
+    committed = (CPU / "REPORT.md").read_text()
+    assert matrix.markdown_report(results) == committed, (
+        "book/results/cpu/REPORT.md is stale: regenerate it with python -m hashnb.bench report "
+        "book/results/cpu --markdown book/results/cpu/REPORT.md")
+
+
+def test_speed_record():
+    rec = json.loads(SPEED.read_text())
+    assert rec["benchmark"] == "speed" and len(rec["commit"]) >= 40
+    rows = rec["metrics"]["results"]
+    assert {r["bits"] for r in rows} >= {16, 64}
+    for r in rows:
+        assert r["eval_speedup"] == pytest.approx(r["reference_s"] / r["hashnb_s"])
+        assert r["search_ratio"] == pytest.approx(r["torch_qps"] / r["faiss_qps"])
+        # the reference ranks ties by argsort order, so it must match ties="index" closely and
+        # the tie-aware value within the tie effect (synthetic codes: a few points at most)
+        assert r["hashnb_map"] == pytest.approx(r["reference_map"], abs=0.05)
+    thr = {r["method"]: r for r in rec["training"]["results"]}
+    assert set(thr) == set(matrix.PROFILES["cpu"]["methods"])
+    assert all(r["samples_per_s"] is None or r["samples_per_s"] > 0 for r in thr.values())
