@@ -18,6 +18,22 @@ import torch.nn.functional as F
 __all__ = ["csq_loss", "quantization_loss"]
 
 
+def center_cosines(u: torch.Tensor, y: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Cosine of every code to every class center, (n, C), in ``u``'s dtype.
+
+    The shared first step of the softmax-over-centers losses (OrthoHash/CRH logits, MLH's
+    center branch). Checks that ``u`` (n, K) and ``centers`` (C, K) share K and that the
+    labels ``y`` are multi-hot (n, C).
+    """
+    if u.dim() != 2 or centers.dim() != 2 or u.shape[1] != centers.shape[1]:
+        raise ValueError(f"codes (n, K) and centers (C, K) must share K, got {tuple(u.shape)} "
+                         f"and {tuple(centers.shape)}")
+    if y.shape != (u.shape[0], centers.shape[0]):
+        raise ValueError(f"y must be multi-hot ({u.shape[0]}, {centers.shape[0]}), got "
+                         f"{tuple(y.shape)}; convert class ids with hashnb.utils.to_multihot")
+    return F.normalize(u, dim=1) @ F.normalize(centers.to(u.dtype), dim=1).T
+
+
 def quantization_loss(u: torch.Tensor) -> torch.Tensor:
     """mean over batch and bits of (|u| - 1)^2; 0 exactly when every entry is +-1."""
     return (u.abs() - 1).pow(2).mean()

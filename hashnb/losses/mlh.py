@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hashnb.losses.central import quantization_loss
+from hashnb.losses.central import center_cosines, quantization_loss
 from hashnb.losses.pairwise import dpsh_loss
 
 __all__ = ["center_softmax_bce_loss", "mutual_loss", "mlh_loss"]
@@ -69,15 +69,9 @@ def center_softmax_bce_loss(u: torch.Tensor, y: torch.Tensor, centers: torch.Ten
     loss : scalar tensor; logs : dict of floats "center", "quant", "p_true" (mean
     probability of the true classes).
     """
-    if u.dim() != 2 or centers.dim() != 2 or u.shape[1] != centers.shape[1]:
-        raise ValueError(f"u (n, K) and centers (C, K) must share K, got {tuple(u.shape)} "
-                         f"and {tuple(centers.shape)}")
-    if y.shape != (u.shape[0], centers.shape[0]):
-        raise ValueError(f"y must be multi-hot ({u.shape[0]}, {centers.shape[0]}), got "
-                         f"{tuple(y.shape)}; convert class ids with hashnb.utils.to_multihot")
     u = u.float()
     s = math.sqrt(u.shape[1]) if scale is None else float(scale)
-    logits = s * (F.normalize(u, dim=1) @ F.normalize(centers.float(), dim=1).T)
+    logits = s * center_cosines(u, y, centers)
     logp = torch.log_softmax(logits, dim=1)
     log1mp = _log1m_softmax(logits)
     y = y.float()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hashnb.losses.central import center_cosines
 from hashnb.utils import binarize
 
 __all__ = ["orthohash_logits", "orthohash_loss"]
@@ -55,14 +56,8 @@ def orthohash_logits(z_bn: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
     -------
     logits : (n, C), float32 (float64 for float64 inputs).
     """
-    if z_bn.dim() != 2 or targets.dim() != 2 or z_bn.shape[1] != targets.shape[1]:
-        raise ValueError(f"z_bn (n, K) and targets (C, K) must share K; got {tuple(z_bn.shape)} "
-                         f"and {tuple(targets.shape)}")
-    if y.shape != (z_bn.shape[0], targets.shape[0]):
-        raise ValueError(f"y must be multi-hot of shape ({z_bn.shape[0]}, {targets.shape[0]}), "
-                         f"got {tuple(y.shape)}")
     z_bn = _f32(z_bn)
-    cos = F.normalize(z_bn, dim=1) @ F.normalize(targets.to(z_bn.dtype), dim=1).T
+    cos = center_cosines(z_bn, y, targets)
     y = y.to(z_bn.dtype)
     if margin_type == "cos":
         return s * (cos - m * y)
