@@ -132,6 +132,13 @@ def test_mah_heads_and_evaluated_length(variant):
         assert torch.allclose(out["z"], m.heads[0].preactivation(f), atol=1e-6)
     # batch composition does not change a code (eval mode)
     assert torch.equal(m.encode(x[:1]), m.encode(x)[:1])
+    # encode_heads: every head's codes, chunking-independent, the evaluated head = encode
+    m.train()
+    heads = m.encode_heads(x, batch_size=2)
+    assert m.training  # the caller's mode is restored
+    assert [tuple(h.shape) for h in heads] == [(5, 6), (5, 12), (5, 24)]
+    assert torch.equal(heads[0], m.encode(x)) and set(heads[2].unique().tolist()) <= {-1.0, 1.0}
+    assert [tuple(h.shape) for h in m.encode_heads(x[:0])] == [(0, 6), (0, 12), (0, 24)]
 
 
 def _fit(name, ds, split, seed=0, epochs=2, **kw):

@@ -347,15 +347,11 @@ class MAH(_AsymmetricBase):
     @torch.no_grad()
     def encode_heads(self, x, *, batch_size: int = 1024, device=None) -> list[torch.Tensor]:
         """Forward-pass codes of every head (list of (n, K_h) float {-1, +1}, shortest first)."""
-        from hashnb.utils import as_tensor, binarize
+        from hashnb.utils import binarize
 
-        was = self.training
-        self.eval()
-        dev = device or next(self.parameters()).device
-        x = x if isinstance(x, torch.Tensor) else as_tensor(x)
-        outs = [[] for _ in self.lengths]
-        for i in range(0, len(x), batch_size):
-            for h, u in enumerate(self(x[i:i + batch_size].to(dev))["heads"]):
-                outs[h].append(binarize(u.float()).cpu())
-        self.train(was)
-        return [torch.cat(o) for o in outs]
+        chunks = self.eval_chunks(x, lambda xb: [binarize(u.float()).cpu()
+                                                 for u in self(xb)["heads"]],
+                                  batch_size=batch_size, device=device)
+        if not chunks:  # no rows: one empty (0, K_h) array per head, as encode gives
+            return [torch.empty(0, k) for k in self.lengths]
+        return [torch.cat(per_head) for per_head in zip(*chunks)]

@@ -224,16 +224,24 @@ class HashMethod(nn.Module):
         return dict(self._hparams)
 
     @torch.no_grad()
-    def encode(self, x, *, batch_size: int = 1024, device=None) -> torch.Tensor:
-        """Binary codes (n, K) float {-1, +1} on CPU, computed in eval mode, chunk by chunk."""
+    def eval_chunks(self, x, fn, *, batch_size: int = 1024, device=None) -> list:
+        """``[fn(chunk) for chunk in x]`` in eval mode without gradients, ``batch_size`` rows
+        at a time on ``device`` (default: the model's); the previous train/eval mode is
+        restored afterwards. The one chunked-inference loop of every ``encode``-like method."""
         was_training = self.training
         self.eval()
         dev = device or next(self.parameters()).device
         x = x if isinstance(x, torch.Tensor) else as_tensor(x)
-        outs = []
-        for i in range(0, len(x), batch_size):
-            outs.append(binarize(self(x[i:i + batch_size].to(dev))["u"].float()).cpu())
-        self.train(was_training)
+        try:
+            return [fn(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def encode(self, x, *, batch_size: int = 1024, device=None) -> torch.Tensor:
+        """Binary codes (n, K) float {-1, +1} on CPU, computed in eval mode, chunk by chunk."""
+        outs = self.eval_chunks(x, lambda xb: binarize(self(xb)["u"].float()).cpu(),
+                                batch_size=batch_size, device=device)
         return torch.cat(outs) if outs else torch.empty(0, self.bits)
 
 

@@ -225,18 +225,11 @@ class MLH(HashMethod):
         return self._collect(x, "gates_" + _key(branch), batch_size, device, branch, binary=False)
 
     def _collect(self, x, key, batch_size, device, branch, *, binary):
-        from hashnb.utils import as_tensor
+        def take(xb):
+            v = self(xb, branches=(branch,))[key].float()
+            return (binarize(v) if binary else v).cpu()
 
-        was = self.training
-        self.eval()
-        dev = device or next(self.parameters()).device
-        x = x if isinstance(x, torch.Tensor) else as_tensor(x)
-        outs = []
-        for i in range(0, len(x), batch_size):
-            v = self(x[i:i + batch_size].to(dev), branches=(branch,))[key].float()
-            outs.append((binarize(v) if binary else v).cpu())
-        self.train(was)
-        return torch.cat(outs)
+        return torch.cat(self.eval_chunks(x, take, batch_size=batch_size, device=device))
 
     def center_report(self) -> dict:
         return center_report(self.centers.cpu().numpy())
