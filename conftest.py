@@ -32,3 +32,17 @@ except ImportError:  # pragma: no cover
     pass
 else:
     matplotlib.use("Agg")
+
+
+try:  # pytest is not needed to import this file from a notebook kernel
+    import pytest
+except ImportError:  # pragma: no cover
+    pass
+else:
+    @pytest.fixture(scope="session")
+    def digits():
+        """scikit-learn's digits (offline) and its seed-0 ``digits`` split, not cached."""
+        from hashnb.data import load_dataset, make_split
+
+        ds = load_dataset("digits")
+        return ds, make_split(ds, seed=0, cache=False)

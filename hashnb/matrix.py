@@ -3,7 +3,9 @@
 Each cell writes one JSON file (``<out>/<dataset>-<protocol>-<method>-<bits>b-s<seed>.json``)
 with the metrics and their provenance: commit, hardware, package versions, dataset,
 protocol, features (backbone, input size), seed, epochs, selection rule and wall times.
-A cell whose JSON exists is skipped, so an interrupted matrix resumes where it stopped.
+A cell whose JSON exists with the same configuration (its ``request``) is skipped, so an
+interrupted matrix resumes where it stopped; one made with another configuration stops the
+run before any work (``force=True`` / ``--force`` recomputes it).
 ``python -m hashnb.bench run ...`` is the command line for :func:`run_matrix`.
 
 A method may be given as a *variant spec* ``name:key=value,key=value`` (for ablations),
@@ -84,7 +86,7 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
                epochs: dict | int | None = None, features: dict | None = None,
                finetune: dict | None = None, extra_bits: dict | None = None,
                split_kwargs: dict | None = None, progress: bool = True,
-               root: str | None = None, device=None) -> list[dict]:
+               root: str | None = None, device=None, force: bool = False) -> list[dict]:
     """Run every (method, bits, seed) not already in ``out`` and return all their results.
 
     Parameters
@@ -101,16 +103,28 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         ``input_size`` and normalised for the backbone.
     extra_bits : {method: [bits, ...]} run in addition to ``bits`` (MAH's 4/6/12 bits).
     split_kwargs : extra arguments of :func:`hashnb.data.make_split` (e.g. ``n_query``).
+    force : recompute results stored with another configuration (otherwise ``ValueError``
+        naming the differences, before any cell runs).
+
+    A stored result is reused only when its ``request`` (the cell's whole configuration:
+    data content, features, split, method and resolved hyper-parameters, bits, seed,
+    epochs) equals the one asked for.
     """
     from tqdm.auto import tqdm
 
     from hashnb.data import HashingDataset, load_dataset, load_features, make_split
+    from hashnb.methods import check_method_args
     from hashnb.train import run_method
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     methods = list(methods)
     specs = {m: parse_method_spec(m) for m in methods}  # fail on a bad spec before any work
+    for m, (name, mkw) in specs.items():
+        try:
+            check_method_args(name, mkw)
+        except ValueError as e:
+            raise ValueError(f"method spec {m!r}: {e}") from None
     feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
     ft = dict(finetune or {})
     with Timer() as tf:
@@ -126,15 +140,12 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
     cells = [(m, int(b), int(s)) for m in methods
              for b in sorted(set(map(int, bits)) | set((extra_bits or {}).get(m, [])))
              for s in seeds]
-    results = []
-    bar = tqdm(cells, desc="benchmark matrix", disable=not progress)
-    for method, b, seed in bar:
+
+    # Every cell's full configuration, checked against the stored results before any
+    # training: a result is reused only when it was made with exactly this configuration.
+    plan, stale = [], []
+    for method, b, seed in cells:
         split = make_split(ds, protocol, seed=seed, **(split_kwargs or {}))
-        path = _result_path(out, ds.name, split.protocol, method, b, seed)
-        bar.set_postfix_str(path.stem)
-        if path.exists():
-            results.append(json.loads(path.read_text()))
-            continue
         name, mkw = specs[method]
         ep = (epochs.get(method, epochs.get(name)) if isinstance(epochs, dict) else epochs)
         fit_kw: dict = {}
@@ -146,6 +157,28 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
             fit_kw = {k: ft[k] for k in ("batch_size", "amp") if k in ft}
             if ft.get("input_size"):
                 fit_kw["transform"] = _resize_transform(ft["input_size"], mkw["backbone"])
+        request = _request(name, mkw, ds, split, bits=b, seed=seed, epochs=ep, features=feats,
+                           fit_kw=fit_kw, spec=method)
+        path = _result_path(out, ds.name, split.protocol, method, b, seed)
+        old = _read_result(path)
+        if old is not None and old.get("request") != request:
+            stale.append((path, _differences(old.get("request"), request)))
+        plan.append((method, name, mkw, b, seed, split, ep, fit_kw, request, path, old))
+    if stale and not force:
+        lines = "\n".join(f"  {p.name}: {d}" for p, d in stale[:10])
+        more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""
+        raise ValueError(f"{len(stale)} result(s) in {out} were made with another "
+                         f"configuration than the one asked for:\n{lines}{more}\n"
+                         "rerun with force=True (--force) to recompute and overwrite them, "
+                         "or write to another --out folder")
+
+    results = []
+    bar = tqdm(plan, desc="benchmark matrix", disable=not progress)
+    for method, name, mkw, b, seed, split, ep, fit_kw, request, path, old in bar:
+        bar.set_postfix_str(path.stem)
+        if old is not None and old.get("request") == request:
+            results.append(old)
+            continue
         with Timer() as tt:
             run = run_method(name, ds, split, bits=b, seed=seed, epochs=ep, progress=False,
                              method_kwargs=mkw, device=device, **fit_kw)
@@ -165,12 +198,59 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
                           "train_loop": run.train_seconds, "evaluate": te.seconds},
             train_samples_per_s=_samples_per_s(run, len(split.train)),
             metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
-                                               "R = all database items for 'map'")
+                                               "R = all database items for 'map'",
+            request=request)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rec, indent=1, default=_json_default))
         os.replace(tmp, path)
         results.append(rec)
     return results
+
+
+def _request(name: str, mkw: dict, ds, split, *, bits: int, seed: int, epochs, features,
+             fit_kw: dict, spec: str) -> dict:
+    """Everything a cell's result depends on, as JSON: the data's content, the features, the
+    split, the method with every resolved hyper-parameter and default, bits, seed, epochs."""
+    import hashlib
+
+    from hashnb.train import data_fingerprint, method_from_dataset
+
+    m = method_from_dataset(name, ds, bits=bits, seed=seed, **mkw)
+    sha = hashlib.sha1()
+    for part in ("train", "val", "query", "database"):
+        sha.update(np.asarray(getattr(split, part), dtype=np.int64).tobytes())
+    req = {"dataset": ds.name, "data": data_fingerprint(ds), "features": features,
+           "protocol": split.protocol, "split": sha.hexdigest()[:12], "method": spec,
+           "method_kwargs": mkw, "hparams": m.hparams(), "bits": bits, "seed": seed,
+           "epochs": m.default_epochs if epochs is None else int(epochs),
+           "lr": m.default_lr, "batch_size": fit_kw.get("batch_size", m.default_batch_size),
+           "weight_decay": m.default_weight_decay,
+           "fit": {k: v for k, v in fit_kw.items() if k != "batch_size"}}
+    return json.loads(json.dumps(req, default=_json_default, sort_keys=True))
+
+
+def _read_result(path: Path) -> dict | None:
+    """A stored result, or None when there is none; an unreadable one is reported and redone."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rec
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        import warnings
+
+        warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); it is computed again",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _differences(old: dict | None, new: dict) -> str:
+    if old is None:
+        return "no configuration recorded (written before hashnb recorded it)"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 
 def _samples_per_s(run, n_train: int) -> float | None:
@@ -306,6 +386,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
     p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
     p.add_argument("--out", required=True, help="folder for one JSON per result")
+    p.add_argument("--force", action="store_true",
+                   help="recompute results stored with another configuration (by default the "
+                        "run stops before any work and names the differences)")
     p.set_defaults(func=_cli_run)
     sp = sub.add_parser("speed", help="evaluation and search speed vs the usual tools, and "
                                       "training throughput of every method, in one run")
@@ -362,7 +445,8 @@ def _cli_run(args) -> None:
 
     kw = resolve_profile(args)
     with Timer() as t:
-        res = run_matrix(out=args.out, root=args.root, device=args.device, **kw)
+        res = run_matrix(out=args.out, root=args.root, device=args.device,
+                         force=args.force, **kw)
     print(summarize(res).to_string())
     print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
 

@@ -44,7 +44,7 @@ import os
 import numpy as np
 import torch
 
-from hashnb.utils import as_tensor
+from hashnb.utils import as_tensor, check_finite
 
 try:  # optional: a fused popcount + histogram kernel, ~8x faster than the torch path on CPU
     import numba
@@ -77,6 +77,7 @@ def _check_codes(c, name: str, device) -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    check_finite(t, name)
     if not ((t == 1) | (t == -1)).all():
         raise ValueError(f"{name} must contain only -1 and +1; binarize relaxed outputs with "
                          "hashnb.utils.binarize (0 -> +1)")
@@ -90,6 +91,7 @@ def _check_labels(y, name: str, n: int, device) -> torch.Tensor:
                          "convert class ids with hashnb.utils.to_multihot")
     if t.shape[0] != n:
         raise ValueError(f"{name} has {t.shape[0]} rows but there are {n} codes")
+    check_finite(t, name)
     if (t < 0).any():
         raise ValueError(f"{name} must be non-negative (multi-hot 0/1)")
     return t
@@ -277,6 +279,19 @@ def _words(bits01: np.ndarray) -> np.ndarray:
 
 
 def _count_tables_numba(q, db, ql, dbl) -> tuple[torch.Tensor, torch.Tensor]:
+    # The kernel runs on as many threads as torch is allowed (the user's
+    # torch.set_num_threads / OMP_NUM_THREADS), not numba's own count; numba's OpenMP layer
+    # shares the process-wide thread setting with torch, so torch's count is put back after.
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return _count_tables_numba_kernel(q, db, ql, dbl)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
+def _count_tables_numba_kernel(q, db, ql, dbl) -> tuple[torch.Tensor, torch.Tensor]:
     bits = q.shape[1]
     qw, dw = _words(q.numpy() > 0), _words(db.numpy() > 0)
     qm, dm = _words(ql.numpy() > 0), _words(dbl.numpy() > 0)

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from hashnb.utils import as_tensor
+from hashnb.utils import as_tensor, check_finite
 
 __all__ = ["pack_codes", "unpack_codes", "knn_search", "radius_search", "HammingIndex",
            "faiss_available"]
@@ -75,6 +75,8 @@ def _check_codes(c, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
     if t.shape[1] == 0:
         raise ValueError(f"{name} has 0 bits")
+    if len(t):
+        check_finite(t, name)
     if not ((t == 1) | (t == -1)).all():
         raise ValueError(f"{name} must contain only -1 and +1; binarize relaxed outputs with "
                          "hashnb.utils.binarize (0 -> +1)")

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -30,10 +31,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hashnb.utils import as_tensor, cache_dir, default_device, seed_everything
+from hashnb.utils import as_tensor, cache_dir, check_finite, default_device, seed_everything
 
 __all__ = ["fit", "run_method", "Run", "TrainContext", "LivePlot", "encode_dataset",
-           "codes_for", "method_from_dataset"]
+           "codes_for", "method_from_dataset", "data_fingerprint"]
+
+# a loss that grows by this factor over its first batch's value (at least 1) has diverged,
+# even while it is still finite (lr=1e6 gives ~1e32 and one code for every item)
+_DIVERGED = 1e8
 
 
 # ---------------------------------------------------------------------------------------
@@ -49,6 +54,42 @@ def _vectors(dataset, idx) -> torch.Tensor:
 
 def _labels(dataset, idx) -> torch.Tensor:
     return torch.as_tensor(np.asarray(dataset.labels[idx]), dtype=torch.float32)
+
+
+def data_fingerprint(dataset) -> str:
+    """Hash of a dataset's inputs and labels (its ``content_fingerprint`` where it has one).
+
+    Part of every run's key and config: change one feature value or one label and a cached
+    run is not reused.
+    """
+    fp = getattr(dataset, "content_fingerprint", None)
+    if isinstance(fp, str):
+        return fp
+    h = hashlib.blake2b(digest_size=16)
+    for a in (dataset.labels, getattr(dataset, "x", None)):
+        if a is not None:
+            a = np.ascontiguousarray(np.asarray(a))
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:12]
+
+
+def _check_shapes(method, dataset) -> None:
+    """Labels and inputs must match what ``method`` was built for, before the first step."""
+    labels = np.asarray(dataset.labels)
+    name = getattr(method, "method_name", type(method).__name__)
+    c = getattr(method, "num_classes", None)
+    if c is not None and labels.ndim == 2 and labels.shape[1] != c:
+        raise ValueError(f"{name} was built with num_classes={c} but the labels have "
+                         f"{labels.shape[1]} columns; build it with num_classes="
+                         f"{labels.shape[1]} (hashnb.train.method_from_dataset does)")
+    d = getattr(method, "in_dim", None)
+    if d is not None and _is_vector(dataset):
+        x = np.asarray(dataset.x)
+        got = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+        if got != d:
+            raise ValueError(f"{name} was built with in_dim={d} but the inputs have {got} "
+                             f"features; build it with in_dim={got}")
 
 
 def default_image_transform(method, dataset=None) -> Callable:
@@ -365,9 +406,11 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     seed_everything(seed)
     amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
 
+    _check_shapes(method, dataset)
     config = _canonical({
         "method": getattr(method, "method_name", type(method).__name__),
-        "hparams": method.hparams(), "dataset": getattr(dataset, "name", None),
+        "hparams": method.hparams(), "init_seed": getattr(method, "init_seed", None),
+        "dataset": getattr(dataset, "name", None), "data": data_fingerprint(dataset),
         "dataset_size": len(dataset.labels), "protocol": getattr(split, "protocol", None),
         "split_seed": getattr(split, "seed", None), "n_train": len(split.train),
         "n_val": len(split.val), "seed": seed, "epochs": epochs if trainable else 0,
@@ -380,21 +423,26 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     if run_dir is not None:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = run_dir / "config.json"
-        if cfg_path.exists():
-            old = json.loads(cfg_path.read_text())
+        old = _read_config(run_dir)
+        if old is not None:
             old_cfg = {k: v for k, v in old.items() if k in config}
             if old_cfg != config:
                 diff = sorted(k for k in config if old.get(k) != config[k])
                 raise ValueError(f"{run_dir} holds a run with a different config (differs in "
                                  f"{diff}); use another run_dir or delete it")
         if (run_dir / "model.pt").exists():
-            return load_run(run_dir, method, dataset, split, device=device)
+            loaded = _guarded_load(method, lambda: load_run(run_dir, method, dataset, split,
+                                                            device=device),
+                                   run_dir, ("model.pt", "history.json"), "trains it again")
+            if loaded is not None:
+                return loaded
 
     method.to(device)
     train_idx = np.asarray(split.train)
-    train_y = _labels(dataset, train_idx)
-    train_x = _vectors(dataset, train_idx) if _is_vector(dataset) else None
+    train_y = check_finite(_labels(dataset, train_idx), "training labels (dataset.labels[split.train])")
+    train_x = (check_finite(_vectors(dataset, train_idx),
+                            "training inputs (dataset.x[split.train])")
+               if _is_vector(dataset) else None)
     ctx = TrainContext(method=method, dataset=dataset, split=split, device=device, epochs=epochs,
                        train_x=train_x, train_y=train_y, rank=rank, world=world, seed=seed)
     t0 = time.perf_counter()
@@ -429,17 +477,24 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     start = 0
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists() and resume:
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        method.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        if sched is not None and ck.get("scheduler"):
-            sched.load_state_dict(ck["scheduler"])
-        history, start = ck["history"], ck["epoch"] + 1
-        best_score, best_epoch, best_state = ck["best_score"], ck["best_epoch"], ck["best_state"]
-        if ck.get("method_extra") is not None and hasattr(method, "load_extra_state"):
-            method.load_extra_state(ck["method_extra"])
-        _set_rng_state(ck["rng"])
+        def restore():
+            ck = _read_file(ckpt_path, lambda p: torch.load(p, map_location=device,
+                                                            weights_only=False))
+            method.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            scaler.load_state_dict(ck["scaler"])
+            if sched is not None and ck.get("scheduler"):
+                sched.load_state_dict(ck["scheduler"])
+            if ck.get("method_extra") is not None and hasattr(method, "load_extra_state"):
+                method.load_extra_state(ck["method_extra"])
+            _set_rng_state(ck["rng"])
+            return ck
+
+        ck = _guarded_load(method, restore, run_dir, ("checkpoint.pt",), "starts the run over")
+        if ck is not None:
+            history, start = ck["history"], ck["epoch"] + 1
+            best_score, best_epoch, best_state = (ck["best_score"], ck["best_epoch"],
+                                                  ck["best_state"])
     if main and run_dir is not None:
         _atomic_json(config, run_dir / "config.json")
     ctx.history = history
@@ -452,6 +507,7 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     train_pos = torch.full((len(dataset.labels),), -1, dtype=torch.long)
     train_pos[torch.as_tensor(train_idx)] = torch.arange(n_train)
     per_rank_bs = max(1, batch_size // world)
+    first_loss = None  # the first batch's loss: the scale against which divergence is judged
     for epoch in bar:
         ctx.epoch = epoch
         method.train()
@@ -493,13 +549,20 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 out = net(batch["x"])
                 loss, logs = method.loss(out, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}; lower lr or check inputs")
+            value = float(loss.detach())
+            first_loss = abs(value) if first_loss is None else first_loss
+            if not math.isfinite(value):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}; lower lr "
+                                         f"(now {lr:g}) or check the inputs")
+            if abs(value) > _DIVERGED * max(first_loss, 1.0):
+                raise FloatingPointError(
+                    f"the loss diverged at epoch {epoch + 1}: {value:.3g}, against {first_loss:.3g} "
+                    f"on the first batch; lower lr (now {lr:g})")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            sums["loss"] = sums.get("loss", 0.0) + value
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             nb += 1
@@ -544,6 +607,61 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
     return Run(method, dataset, split, history, config, run_dir, best_epoch, seconds)
 
 
+class _DamagedFile(Exception):
+    """A run-folder file that exists but cannot be read."""
+
+    def __init__(self, path: Path, err: BaseException):
+        super().__init__(f"{type(err).__name__}: {err}")
+        self.path = path
+
+
+def _read_file(path: Path, reader: Callable):
+    try:
+        return reader(path)
+    except Exception as e:  # torch.load: RuntimeError, EOFError, UnpicklingError; JSON: ValueError
+        raise _DamagedFile(path, e) from e
+
+
+def _warn_corrupt(path: Path, err: BaseException, action: str) -> None:
+    warnings.warn(f"{path} is unreadable ({type(err).__name__}: {err}); hashnb {action}",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _read_config(run_dir: Path) -> dict | None:
+    """The run folder's config.json, or None when absent. A damaged one is reported once
+    and the folder's files are dropped: nothing in it can be matched to a config."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+        return cfg
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        _warn_corrupt(path, e, "trains the run again")
+        for name in ("config.json", "history.json", "model.pt", "checkpoint.pt"):
+            (run_dir / name).unlink(missing_ok=True)
+        return None
+
+
+def _guarded_load(method, load: Callable, run_dir: Path, files: tuple, action: str):
+    """``load()``, or None after a warning when a file of the run folder is damaged.
+
+    The damaged ``files`` are deleted and the method's weights are put back as they were,
+    so the run that follows is the same as one that never saw the damaged files.
+    """
+    before = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    try:
+        return load()
+    except Exception as e:  # a damaged file, or a state that does not fit the method
+        _warn_corrupt(e.path if isinstance(e, _DamagedFile) else run_dir / files[0], e, action)
+    method.load_state_dict(before)
+    for name in files:
+        (run_dir / name).unlink(missing_ok=True)
+    return None
+
+
 def _finish(run_dir: Path, method, config, history, best_epoch, seconds) -> None:
     extra = method.extra_state() if hasattr(method, "extra_state") else None
     _atomic_json(config, run_dir / "config.json")
@@ -559,13 +677,15 @@ def load_run(run_dir, method, dataset, split, *, device=None) -> Run:
     """Load a finished run folder into ``method`` (which must be built with the same config)."""
     run_dir = Path(run_dir)
     device = default_device(device)
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+    # read every file before touching the method: a damaged one leaves it as it was
+    state = _read_file(run_dir / "model.pt",
+                       lambda p: torch.load(p, map_location="cpu", weights_only=False))
+    h = _read_file(run_dir / "history.json", lambda p: json.loads(p.read_text()))
+    config = _read_file(run_dir / "config.json", lambda p: json.loads(p.read_text()))
     method.load_state_dict(state["model"])
     if state.get("method_extra") is not None and hasattr(method, "load_extra_state"):
         method.load_extra_state(state["method_extra"])
     method.to(device).eval()
-    h = json.loads((run_dir / "history.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
     return Run(method, dataset, split, h["history"], config, run_dir, h["best_epoch"],
                h.get("train_seconds", 0.0))
 
@@ -575,6 +695,7 @@ def run_dir_for(name: str, dataset, split, *, bits: int, seed: int, extra: dict 
     """Deterministic run folder under ``cache_dir('runs')`` for a (method, data, config)."""
     key = _canonical({"name": name, "bits": bits, "seed": seed,
                       "dataset": getattr(dataset, "name", None), "n": len(dataset.labels),
+                      "data": data_fingerprint(dataset),
                       "features": (getattr(dataset, "meta", None) or {}).get("features"),
                       "protocol": getattr(split, "protocol", None),
                       "split_seed": getattr(split, "seed", None),
@@ -591,8 +712,11 @@ def run_method(name: str, dataset, split, *, bits: int, seed: int = 0, epochs: i
                root: str | Path | None = None, **fit_kwargs) -> Run:
     """Build ``name`` for ``dataset`` and train it, or load the cached run with this config."""
     mk = dict(method_kwargs or {})
-    torch.manual_seed(seed)  # model initialisation
-    method = method_from_dataset(name, dataset, bits=bits, **mk)
+    method = method_from_dataset(name, dataset, bits=bits, seed=seed, **mk)  # seeded init
+    # the defaults a run uses are part of its key: a changed default never reuses a run
+    epochs = method.default_epochs if epochs is None else epochs
+    lr = method.default_lr if lr is None else lr
+    batch_size = batch_size or method.default_batch_size
     run_dir = None
     if cache:
         run_dir = run_dir_for(name, dataset, split, bits=bits, seed=seed, root=root,

@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "binarize", "to_multihot", "as_tensor", "as_numpy", "seed_everything", "default_device",
-    "fast_mode", "cache_dir", "provenance", "Timer",
+    "fast_mode", "cache_dir", "provenance", "Timer", "check_finite",
 ]
 
 
@@ -69,6 +69,28 @@ def to_multihot(y, num_classes: int | None = None) -> np.ndarray:
     return out
 
 
+def check_finite(x, name: str):
+    """Raise ``ValueError`` naming ``name`` and its first row holding a NaN or an infinity.
+
+    ``x`` is a numpy array or torch tensor (any shape; rows are the first axis); it is
+    returned unchanged, so the call can wrap an argument. A NaN that became a code bit would
+    give an all -1 code (or, in a mean, one code for every item) with no error.
+    """
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point() or bool(torch.isfinite(x).all()):
+            return x
+        bad = ~torch.isfinite(x.detach().reshape(len(x), -1) if x.ndim else x.reshape(1, 1))
+        row = int(bad.any(1).nonzero()[0, 0])
+    else:
+        a = np.asarray(x)
+        if not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all():
+            return x
+        row = int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1) if a.ndim else
+                                              a.reshape(1, 1)).all(1))[0])
+    raise ValueError(f"{name} holds a non-finite value (NaN or infinity) in row {row}; "
+                     "clean or drop that row before hashing")
+
+
 def as_tensor(x, device=None, dtype=torch.float32) -> torch.Tensor:
     """numpy/tensor/list -> torch tensor of ``dtype`` on ``device`` (no copy when possible)."""
     if isinstance(x, torch.Tensor):
@@ -110,11 +132,14 @@ def fast_mode() -> bool:
     return os.environ.get("HASHNB_FAST", "0").strip().lower() not in ("", "0", "false", "no")
 
 
-def cache_dir(sub: str | None = None) -> Path:
-    """Where splits, features and runs are cached: ``$HASHNB_CACHE`` or ``~/.cache/hashnb``."""
+def cache_dir(sub: str | None = None, *, create: bool = True) -> Path:
+    """Where splits, features and runs are cached: ``$HASHNB_CACHE`` or ``~/.cache/hashnb``.
+
+    Created unless ``create=False`` (``OSError`` when it cannot be, e.g. read-only)."""
     root = Path(os.environ.get("HASHNB_CACHE", Path.home() / ".cache" / "hashnb")).expanduser()
     p = root / sub if sub else root
-    p.mkdir(parents=True, exist_ok=True)
+    if create:
+        p.mkdir(parents=True, exist_ok=True)
     return p
 
 

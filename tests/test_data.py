@@ -169,7 +169,8 @@ def test_cifar10_failed_download_is_clear(tmp_path, monkeypatch):
 @pytest.mark.parametrize("defect,match", [
     ("float", "uint8"), ("chw", "channels last"), ("label_range", "0..9"),
     ("label_len", "labels must have shape"), ("missing_key", "lacks arrays"),
-    ("not_zip", "not a readable"),
+    ("not_zip", "not a readable"), ("truncated", "not a readable"),
+    ("byte_corrupt", "not a readable"),
 ])
 def test_cifar10_bad_npz(tmp_path, defect, match):
     xtr, ytr, xte, yte = _fake_cifar()
@@ -185,6 +186,14 @@ def test_cifar10_bad_npz(tmp_path, defect, match):
         _write_npz(path, xtr, ytr[:-1], xte, yte)
     elif defect == "missing_key":
         np.savez(path, x_train=xtr, y_train=ytr, x_test=xte)
+    elif defect in ("truncated", "byte_corrupt"):  # compressed, like the shared copy
+        np.savez_compressed(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+        raw = bytearray(path.read_bytes())
+        if defect == "truncated":
+            raw = raw[: len(raw) // 2]
+        else:  # the zip directory is intact; x_train's compressed bytes are not
+            raw[200:1200] = bytes(1000)
+        path.write_bytes(bytes(raw))
     else:
         path.write_bytes(b"this is not a zip archive")
     with pytest.raises(ValueError, match=match):

@@ -135,9 +135,13 @@ def test_corrupt_cache_is_recomputed():
     path = feature_cache_path(ds, backbone=TINY, input_size=16, pretrained=False)
     np.save(path, np.zeros((3, 4), np.float32))  # wrong number of rows
     CALLS["forward"] = 0
-    f2 = extract_features(ds, **kw(input_size=16))
+    with pytest.warns(RuntimeWarning, match=path.name):
+        f2 = extract_features(ds, **kw(input_size=16))
     assert CALLS["forward"] > 0
     np.testing.assert_array_equal(f1, f2)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.warns(RuntimeWarning, match="computes those features again"):
+        np.testing.assert_array_equal(extract_features(ds, **kw(input_size=16)), f1)
 
 
 def test_vector_dataset_returned_as_is(monkeypatch):

@@ -296,18 +296,26 @@ def _check_cifar_arrays(x: np.ndarray, y: np.ndarray, what: str, src: Path) -> t
 
 
 def _read_cifar_npz(path: Path):
+    def unreadable(e):
+        return ValueError(f"{path} is not a readable .npz archive ({type(e).__name__}: {e}); "
+                          "copy it again or point HASHNB_DATA at an intact copy")
+
     try:
         d = np.load(path, allow_pickle=False)
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError
-        raise ValueError(f"{path} is not a readable .npz archive: {e}") from e
+        raise unreadable(e) from e
     with d:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d.files]
         if missing:
             raise ValueError(f"{path} lacks arrays {missing}; a CIFAR-10 npz needs x_train, "
                              f"y_train, x_test, y_test (it has {d.files})")
-        xtr, ytr = _check_cifar_arrays(d["x_train"], d["y_train"], "x_train/y_train", path)
-        xte, yte = _check_cifar_arrays(d["x_test"], d["y_test"], "x_test/y_test", path)
-        classes = [str(c) for c in d["classes"]] if "classes" in d.files else None
+        try:  # damaged bytes inside the archive surface only when an array is read
+            arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            classes = [str(c) for c in d["classes"]] if "classes" in d.files else None
+        except Exception as e:  # zlib.error, BadZipFile (CRC), EOFError, ValueError
+            raise unreadable(e) from e
+    xtr, ytr = _check_cifar_arrays(arrays["x_train"], arrays["y_train"], "x_train/y_train", path)
+    xte, yte = _check_cifar_arrays(arrays["x_test"], arrays["y_test"], "x_test/y_test", path)
     return xtr, ytr, xte, yte, classes
 
 

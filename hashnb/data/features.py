@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -138,9 +139,11 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 def _load_valid(path: Path, n: int) -> np.ndarray | None:
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if arr.ndim != 2 or arr.shape[0] != n or arr.dtype != np.float32:
+        if arr.ndim != 2 or arr.shape[0] != n or arr.dtype != np.float32:
+            raise ValueError(f"holds {arr.dtype} {arr.shape}, expected float32 ({n}, dim)")
+    except (OSError, ValueError, EOFError) as e:
+        warnings.warn(f"feature cache file {path} is unreadable ({e}); hashnb computes those "
+                      "features again", RuntimeWarning, stacklevel=3)
         return None
     return arr
 
@@ -212,7 +215,11 @@ def extract_features(dataset: HashingDataset, *, backbone: str = "tf_efficientne
         partial.mkdir(parents=True, exist_ok=True)
         meta_file = partial / "chunks.json"
         want = {"n": n, "chunk_size": int(chunk_size)}
-        if not meta_file.is_file() or json.loads(meta_file.read_text()) != want:
+        try:
+            same = json.loads(meta_file.read_text()) == want
+        except (OSError, ValueError):  # absent or damaged: the chunks cannot be trusted
+            same = False
+        if not same:
             for f in partial.glob("chunk_*.npy"):
                 f.unlink()
             meta_file.write_text(json.dumps(want))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,15 @@ def _stratified_cut(rng, train, ids, fraction):
     return np.concatenate(val) if val else np.empty(0, np.int64)
 
 
+def _splits_dir(cache: bool) -> Path:
+    """``cache_dir("splits")``; where it cannot be created (a read-only ``HASHNB_CACHE``)
+    the path it would have, and the split is then computed in memory with a warning."""
+    try:
+        return cache_dir("splits", create=cache)
+    except OSError:
+        return cache_dir("splits", create=False)
+
+
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s))
 
@@ -245,18 +255,21 @@ def make_split(dataset, protocol: str | None = None, *, seed: int = 0, val_fract
                          "its own sizes")
 
     fp = labels_fingerprint(labels)
-    path = cache_dir("splits") / _safe(
+    path = _splits_dir(cache) / _safe(
         f"{ds_name}-{fp}-{protocol}{params}-seed{seed}-val{float(val_fraction):g}-v{_VERSION}.npz")
     info = dict(dataset=ds_name, fingerprint=fp, n=n, cache_file=str(path))
     if cache and path.is_file():
         try:
             with np.load(path) as d:
                 arrays = {k: d[k].astype(np.int64) for k in ("train", "val", "query", "database")}
-            if all(a.size == 0 or (a.min() >= 0 and a.max() < n) for a in arrays.values()):
-                return Split(protocol=protocol, seed=seed, val_fraction=float(val_fraction),
-                             info=info, **arrays)
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or stale: recompute and overwrite
+            if not all(a.size == 0 or (a.min() >= 0 and a.max() < n) for a in arrays.values()):
+                raise ValueError(f"indices outside 0..{n - 1}")
+            return Split(protocol=protocol, seed=seed, val_fraction=float(val_fraction),
+                         info=info, **arrays)
+        except Exception as e:  # BadZipFile, EOFError, zlib.error, KeyError, ValueError, ...
+            warnings.warn(f"split cache file {path} is unreadable ({type(e).__name__}: {e}); "
+                          "hashnb recomputes the split and overwrites it", RuntimeWarning,
+                          stacklevel=2)
 
     rng = np.random.default_rng(seed)
     ids = _class_ids(labels)
@@ -298,7 +311,9 @@ def make_split(dataset, protocol: str | None = None, *, seed: int = 0, val_fract
     if cache:
         try:
             _save_atomic(path, arrays)
-        except OSError:
-            pass  # a read-only cache must not stop the split
+        except OSError as e:  # a read-only cache must not stop the split
+            warnings.warn(f"cannot write the split cache file {path} ({e}); the split is "
+                          "kept in memory only (set HASHNB_CACHE to a writable folder)",
+                          RuntimeWarning, stacklevel=2)
     return Split(protocol=protocol, seed=seed, val_fraction=float(val_fraction), info=info,
                  **arrays)

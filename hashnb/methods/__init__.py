@@ -10,7 +10,7 @@ Registered: ``lsh``, ``itq`` (closed form, no gradient training); ``dpsh``, ``ha
 (pairwise); ``csq``, ``orthohash``, ``crh`` (center-based); ``mlh`` (mutual learning, with the
 mixture of hash experts); ``adsh`` and ``mah`` (asymmetric: learned database codes).
 """
-from hashnb.methods.base import (HashMethod, ClosedFormMethod, create_method, list_methods,
+from hashnb.methods.base import (HashMethod, ClosedFormMethod, check_method_args, create_method, list_methods,
                                  register_method)
 from hashnb.methods import shallow as _shallow  # noqa: F401  (registers lsh, itq)
 from hashnb.methods import csq as _csq  # noqa: F401  (registers csq)
@@ -20,4 +20,5 @@ from hashnb.methods import mlh as _mlh  # noqa: F401  (registers mlh)
 from hashnb.methods import crh as _crh  # noqa: F401  (registers crh)
 from hashnb.methods import asymmetric as _asymmetric  # noqa: F401  (registers adsh, mah)
 
-__all__ = ["HashMethod", "ClosedFormMethod", "create_method", "list_methods", "register_method"]
+__all__ = ["HashMethod", "ClosedFormMethod", "check_method_args", "create_method", "list_methods",
+           "register_method"]

@@ -193,7 +193,8 @@ class _AsymmetricBase(HashMethod):
         if "index" not in batch:
             raise RuntimeError(f"{type(self).__name__} trains on its own sampled items: "
                                "run it with hashnb.train.fit (the epoch_items hook)")
-        pos = self._pool_pos[batch["index"].cpu()].to(self._pool_y.device)
+        # _lookup, not _pool_pos: loading a checkpoint (resume) clears the cached positions
+        pos = self._lookup(0)[batch["index"].cpu()].to(self._pool_y.device)
         if bool((pos < 0).any()):
             raise RuntimeError("a batch item is outside the training pool")
         single = self._stats is not None and bool((batch["y"].sum(1) == 1).all())

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hashnb.utils import as_tensor, binarize
+from hashnb.utils import as_tensor, binarize, check_finite
 
 __all__ = ["HashMethod", "ClosedFormMethod", "SingleItemBatchNorm", "register_method",
-           "create_method", "list_methods"]
+           "create_method", "check_method_args", "list_methods"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -48,17 +48,22 @@ def list_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_method(name: str, **kwargs) -> "HashMethod":
-    """Build a registered method; keyword arguments go to its constructor.
-
-    Raises ``ValueError`` naming the registered methods for an unknown name, and the
-    constructor's own ``ValueError`` for unsupported settings (e.g. bits).
-    """
+def _method_class(name: str) -> type:
     try:
-        cls = _REGISTRY[name.lower()]
+        return _REGISTRY[str(name).lower()]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; registered methods: "
                          f"{', '.join(list_methods())}") from None
+
+
+def check_method_args(name: str, kwargs: dict) -> type:
+    """Check a method name and its keyword arguments without building the method.
+
+    Returns the method's class. Raises ``ValueError`` naming the registered methods for an
+    unknown name, and the accepted arguments for an unknown keyword (so a benchmark with
+    ``crh:reasign=none`` fails before any cell runs).
+    """
+    cls = _method_class(name)
     # accepted names: the constructor's own, and its bases' while it forwards **kwargs
     accepted: set[str] = set()
     for klass in cls.__mro__:
@@ -70,15 +75,37 @@ def create_method(name: str, **kwargs) -> "HashMethod":
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             break
     else:  # every constructor up to object forwards **kwargs: cannot check
-        return cls(**kwargs)
+        return cls
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {unknown}; accepted: {sorted(accepted)}")
-    return cls(**kwargs)
+    return cls
+
+
+def create_method(name: str, *, seed: int | None = 0, **kwargs) -> "HashMethod":
+    """Build a registered method; keyword arguments go to its constructor.
+
+    ``seed`` seeds the weight initialisation (default 0), so the same call gives the same
+    initial weights every time, in any process; the global torch RNG is left as it was.
+    ``seed=None`` draws the initial weights from the global torch RNG instead. The seed is
+    kept as ``method.init_seed`` (part of a run's config).
+
+    Raises ``ValueError`` naming the registered methods for an unknown name, and the
+    constructor's own ``ValueError`` for unsupported settings (e.g. bits).
+    """
+    cls = check_method_args(name, kwargs)
+    if seed is None:
+        method = cls(**kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            method = cls(**kwargs)
+    method.init_seed = None if seed is None else int(seed)
+    return method
 
 
 def _check_bits(bits, supported=None):
-    if not isinstance(bits, (int, np.integer)) or bits < 1:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
         raise ValueError(f"bits must be a positive integer, got {bits!r}")
     if supported is not None and bits not in supported:
         raise ValueError(f"bits={bits} is not supported; choose one of {sorted(supported)}")
@@ -240,6 +267,7 @@ class HashMethod(nn.Module):
     @torch.no_grad()
     def encode(self, x, *, batch_size: int = 1024, device=None) -> torch.Tensor:
         """Binary codes (n, K) float {-1, +1} on CPU, computed in eval mode, chunk by chunk."""
+        x = check_finite(x if isinstance(x, torch.Tensor) else as_tensor(x), "encode input x")
         outs = self.eval_chunks(x, lambda xb: binarize(self(xb)["u"].float()).cpu(),
                                 batch_size=batch_size, device=device)
         return torch.cat(outs) if outs else torch.empty(0, self.bits)
@@ -290,6 +318,7 @@ class ClosedFormMethod(nn.Module):
         x = x if isinstance(x, torch.Tensor) else as_tensor(x)
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"expected inputs of shape (n, {self.in_dim}), got {tuple(x.shape)}")
+        check_finite(x, "encode input x")
         dev = self.mean.device
         return torch.cat([binarize(self.project(x[i:i + batch_size].to(dev).float())).cpu()
                           for i in range(0, len(x), batch_size)]) if len(x) else \
