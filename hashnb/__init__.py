@@ -14,9 +14,15 @@ import importlib
 
 __version__ = "0.1.0"
 
+# every module of the package, so ``hashnb.<name>`` works for each (the layers, bottom up:
+# tests/test_layers.py keeps imports pointing down)
 _SUBMODULES = (
-    "bench", "centers", "data", "losses", "methods", "metrics", "models", "search",
-    "train", "utils", "viz", "widgets",
+    "utils",
+    "centers", "data", "losses", "metrics", "mih", "models", "search", "viz",
+    "methods",
+    "batches", "runs", "train",
+    "analysis", "matrix", "paper", "tuning",
+    "bench", "notebook", "widgets",
 )
 
 

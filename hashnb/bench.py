@@ -18,9 +18,24 @@ Commands
     :class:`hashnb.mih.MultiIndexHash`; on generated codes (uniform or clustered) and,
     with ``--trained``, on codes trained on CIFAR-10 features.
 
+``run`` / ``report`` / ``speed``
+    The benchmark matrix (:mod:`hashnb.matrix`): methods x bits x seeds, one JSON per
+    result with provenance; a Markdown/PNG report; evaluation, search and training
+    throughput side by side.
+
+``tune``
+    Equal tuning of every trained method on validation (:mod:`hashnb.tuning`), one JSON of
+    the chosen configuration per method; ``run --tuned DIR`` trains with them.
+
+``semantics``
+    CRH's center semantics over trained runs (:func:`hashnb.analysis.crh_semantics_study`).
+
+``paper`` / ``pack-cifar10``
+    The end-to-end GPU profile and its portable input (:mod:`hashnb.paper`).
+
 Every run prints its provenance (commit, hardware, versions) and can write it with the
-figures to JSON (``--json PATH``). More commands (``run``, ``report``) plug in as further
-subparsers, one function per command.
+figures to JSON (``--json PATH``). Every command-line verb of hashnb is registered here,
+one function per command.
 """
 from __future__ import annotations
 
@@ -31,6 +46,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from hashnb import metrics, search
+from hashnb.analysis import crh_semantics_study
+from hashnb.data import load_dataset, load_features, make_split, pack_cifar10
+from hashnb.matrix import (PROFILES, load_results, markdown_report, run_matrix, summarize,
+                           train_throughput)
+from hashnb.mih import MultiIndexHash, default_substrings
+from hashnb.paper import process_age_s, run_paper
+from hashnb.search import HammingIndex, faiss_available, pack_codes, unpack_codes
+from hashnb.train import run_method
+from hashnb.tuning import SPACES, load_tuned, tune_method
+from hashnb.utils import Timer, cache_dir, json_default, provenance
+from hashnb.viz import plot_benchmark
 
 __all__ = ["synthetic_codes", "deephash_map", "bench_metrics", "packed_codes", "bench_search",
            "bench_search_trained", "build_parser", "main"]
@@ -40,6 +69,15 @@ GOAL_SEARCH_RATIO = 0.8     # hashnb torch search throughput vs FAISS IndexBinar
 
 
 # ----------------------------------------------------------------------------- helpers
+def _write_json(path, obj, *, note: str = "") -> Path:
+    """Write a command's figures as JSON (folders made as needed) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=json_default))
+    print(f"\nwrote {path}{note}")
+    return path
+
+
 def synthetic_codes(n: int, bits: int, *, classes: int = 10, flip: float = 0.2,
                     seed: int = 0, centers: np.ndarray | None = None):
     """Clustered ±1 codes: a random center per class, each bit flipped with prob. ``flip``.
@@ -115,10 +153,8 @@ def _versions() -> dict:
 def bench_metrics(*, queries: int = 1000, database: int = 54000, bits=(16, 64), k: int = 100,
                   repeats: int = 3, seed: int = 0, progress: bool = True) -> dict:
     """Time mAP@all evaluation and top-k search; returns a JSON-ready dict (see module doc)."""
-    import torch
     from tqdm.auto import tqdm
 
-    from hashnb import metrics, search
 
     have_faiss = search.faiss_available()
     rows = []
@@ -287,17 +323,11 @@ class _SearchIndex:
         kind, bits, n = self.kind, self.bits, len(db)
         d = 8 * db.shape[1]
         if kind == "mih":
-            from hashnb.mih import MultiIndexHash
-
             self.index = MultiIndexHash(db, bits=bits)
             self.info = {"m": self.index.m,
                          "substring_bits": [ln for _, ln in self.index.bounds]}
             return
         if kind == "hashnb":
-            import torch
-
-            from hashnb.search import HammingIndex, unpack_codes
-
             self.index = HammingIndex(bits, backend="torch", device="cpu")
             self.index.add(torch.from_numpy(unpack_codes(db, bits)))
             self.index._prepared()
@@ -319,8 +349,6 @@ class _SearchIndex:
             self.index.train(sample)
             self.info = {"nlist": nlist, "nprobe": self.index.nprobe}
         elif kind == "multihash":
-            from hashnb.mih import default_substrings
-
             m = default_substrings(bits, n)
             b = min(bits // m, 63)
             self.index = faiss.IndexBinaryMultiHash(d, m, b)
@@ -334,10 +362,6 @@ class _SearchIndex:
         if self.kind == "mih":
             return self.index.knn_search(q, k)
         if self.kind == "hashnb":
-            import torch
-
-            from hashnb.search import unpack_codes
-
             return self.index.search(torch.from_numpy(unpack_codes(q, self.bits)), k)
         return self.index.search(q, k)
 
@@ -397,7 +421,6 @@ class _Threads:
 
     def __enter__(self):
         import faiss
-        import torch
 
         self.old = (faiss.omp_get_max_threads(), torch.get_num_threads())
         if self.n:
@@ -407,7 +430,6 @@ class _Threads:
 
     def __exit__(self, *exc):
         import faiss
-        import torch
 
         faiss.omp_set_num_threads(self.old[0])
         torch.set_num_threads(self.old[1])
@@ -442,8 +464,6 @@ def _bench_search(*, sizes, bits, queries, k, indexes, kind, repeats, seed, max_
         for n in sorted(sizes):
             rows += _search_rows(db[:n], q, b, k=k, indexes=indexes, repeats=repeats,
                                  max_n=max_n, base={"data": kind}, progress=progress)
-    import torch
-
     config = {"sizes": sorted(sizes), "bits": list(bits), "queries": queries, "k": k,
               "indexes": list(indexes), "data": kind, "repeats": repeats, "seed": seed,
               "max_n": {i: max_n.get(i, SEARCH_MAX_N[i]) for i in indexes},
@@ -464,10 +484,6 @@ def bench_search_trained(methods=("csq",), *, bits=(64,), queries: int = 100, k:
     54,000 database codes, the queries its first ``queries`` query codes. For comparison,
     the same indexes also run on random codes of the same size.
     """
-    from hashnb.data import load_features, make_split
-    from hashnb.search import pack_codes
-    from hashnb.train import run_method
-    from hashnb.utils import cache_dir
 
     ds = load_features("cifar10")
     split = make_split(ds, "cifar10", seed=seed)
@@ -532,8 +548,6 @@ def _parse_max_n(items) -> dict:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``python -m hashnb.bench search``: Hamming k-NN search at scale, printed (and JSON)."""
-    from hashnb.search import faiss_available
-    from hashnb.utils import provenance
 
     if not faiss_available():
         print("search benchmark needs FAISS: pip install faiss-cpu", file=sys.stderr)
@@ -555,10 +569,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                       **_versions())
     _print_search(res, prov)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"provenance": prov, **res}, indent=1))
-        print(f"\nwrote {path}")
+        _write_json(args.out, {"provenance": prov, **res})
     return 0
 
 
@@ -604,7 +615,6 @@ def _positive_int(text: str) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     """``python -m hashnb.bench metrics``: evaluation and search speed, printed."""
-    from hashnb.utils import provenance
 
     t0 = time.perf_counter()
     res = bench_metrics(queries=args.queries, database=args.database, bits=tuple(args.bits),
@@ -614,11 +624,261 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                       **_versions())
     _print_metrics(res, prov)
     if args.json:
-        out = {"provenance": prov, **res}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1))
-        print(f"\nwrote {path}")
+        _write_json(args.json, {"provenance": prov, **res})
+    return 0
+
+
+def _add_matrix_parsers(sub) -> None:
+    """``run``, ``speed``, ``report`` (the benchmark matrix) and ``semantics`` (CRH study)."""
+    p = sub.add_parser("run", help="run the methods x bits x seeds matrix (resumable)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="a preset matrix (cpu: the book's committed results; gpu: end-to-end "
+                        "fine-tuning at 224 px); options given explicitly override it")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="method names or variant specs name:key=value,... (e.g. crh:reassign=none)")
+    p.add_argument("--bits", nargs="+", type=int, default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
+    p.add_argument("--dataset", default=None, help="default digits (or the profile's)")
+    p.add_argument("--protocol", default=None, help="default: the dataset's own")
+    p.add_argument("--epochs", type=int, default=None, help="default: each method's")
+    p.add_argument("--backbone", default=None, help="default tf_efficientnet_lite0")
+    p.add_argument("--input-size", type=int, default=None, help="default 128 (frozen features)")
+    p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
+    p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
+    p.add_argument("--out", required=True, help="folder for one JSON per result")
+    p.add_argument("--tuned", default=None, metavar="DIR",
+                   help="train with the configurations `tune` chose (DIR/<method>.json): "
+                        "tuned lr, weight decay, method settings, early stopping")
+    p.add_argument("--force", action="store_true",
+                   help="recompute results stored with another configuration (by default the "
+                        "run stops before any work and names the differences)")
+    p.set_defaults(func=cmd_run)
+    sp = sub.add_parser("speed", help="evaluation and search speed vs the usual tools, and "
+                                      "training throughput of every method, in one run")
+    sp.add_argument("--methods", nargs="+", default=None,
+                    help="default: the cpu profile's methods")
+    sp.add_argument("--dataset", default="cifar10")
+    sp.add_argument("--bits", type=int, default=32, help="code length for the training timing")
+    sp.add_argument("--epochs", type=int, default=3)
+    sp.add_argument("--metric-bits", nargs="+", type=int, default=[16, 64])
+    sp.add_argument("--root", default=None)
+    sp.add_argument("--out", default=None, help="write everything as one JSON here")
+    sp.set_defaults(func=cmd_speed)
+    r = sub.add_parser("report", help="table (mean ± std over seeds) from result JSONs")
+    r.add_argument("folder")
+    r.add_argument("--metric", default="map")
+    r.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
+    r.add_argument("--plots", default=None, help="also write mAP-vs-bits and time-vs-mAP PNGs here")
+    r.set_defaults(func=cmd_report)
+    tn = sub.add_parser("tune", help="equal tuning of every trained method on validation "
+                                     "(Optuna TPE, seeded, early stopping; resumable)")
+    tn.add_argument("--methods", nargs="+", default=None,
+                    help="method names or variant specs (default: every trained method of the "
+                         "cpu profile)")
+    tn.add_argument("--dataset", default="cifar10")
+    tn.add_argument("--protocol", default=None)
+    tn.add_argument("--bits", type=int, default=32)
+    tn.add_argument("--seed", type=int, default=0, help="split, init and sampler seed")
+    tn.add_argument("--trials", type=int, default=20, help="finished trials per method")
+    tn.add_argument("--max-epochs", type=int, default=100)
+    tn.add_argument("--patience", type=int, default=10, help="validations without progress")
+    tn.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
+    tn.add_argument("--out", required=True, help="folder for <method>.json")
+    tn.add_argument("--storage", default=None,
+                    help="folder for the Optuna journals (resumable studies; default: the "
+                         "cache's tuning/ folder). Commit it to let another machine resume.")
+    tn.set_defaults(func=cmd_tune)
+    s = sub.add_parser("semantics", help="CRH: center vs feature similarity of trained runs "
+                                         "(chapter 4), one JSON")
+    s.add_argument("--dataset", default="cifar10")
+    s.add_argument("--methods", nargs="+", default=["crh:reassign=none,heads=1",
+                                                    "crh:reassign=hungarian,heads=1",
+                                                    "crh:reassign=greedy,heads=1",
+                                                    "crh:reassign=hungarian"])
+    s.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--epochs", type=int, default=None, help="as given to hashnb.bench run")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_semantics)
+
+
+def resolve_profile(args) -> dict:
+    """Merge ``--profile`` with explicit options into :func:`run_matrix` keyword arguments."""
+    prof = dict(PROFILES[args.profile]) if args.profile else {}
+    kw = {
+        "methods": args.methods or prof.get("methods"),
+        "bits": args.bits or prof.get("bits"),
+        "seeds": args.seeds if args.seeds is not None else prof.get("seeds", [0, 1, 2]),
+        "dataset": args.dataset or prof.get("dataset", "digits"),
+        "protocol": args.protocol or prof.get("protocol"),
+        "epochs": args.epochs if args.epochs is not None else prof.get("epochs"),
+        "extra_bits": prof.get("extra_bits") if not args.bits else None,
+    }
+    if not kw["methods"] or not kw["bits"]:
+        raise SystemExit("give --methods and --bits, or a --profile (cpu, gpu)")
+    if "finetune" in prof:
+        ft = dict(prof["finetune"])
+        if args.backbone:
+            ft["backbone"] = args.backbone
+        if args.input_size:
+            ft["input_size"] = args.input_size
+        kw["finetune"] = ft
+    else:
+        feats = dict(prof.get("features") or {})
+        if args.backbone:
+            feats["backbone"] = args.backbone
+        if args.input_size:
+            feats["input_size"] = args.input_size
+        kw["features"] = feats or None
+    return kw
+
+
+def cmd_run(args) -> int:
+    kw = resolve_profile(args)
+    with Timer() as t:
+        res = run_matrix(out=args.out, root=args.root, device=args.device,
+                         force=args.force, tuned=load_tuned(args.tuned) if args.tuned else None,
+                         **kw)
+    print(summarize(res).to_string())
+    print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
+    return 0
+
+
+def cmd_speed(args) -> int:
+    with Timer() as t:
+        met = bench_metrics(bits=tuple(args.metric_bits), progress=False)
+        thr = train_throughput(args.methods or PROFILES["cpu"]["methods"], dataset=args.dataset,
+                               bits=args.bits, epochs=args.epochs, root=args.root)
+    for r in met["results"]:
+        print(f"{r['bits']:>3} bits: mAP@all {r['hashnb_s']:.3f} s vs reference "
+              f"{r['reference_s']:.3f} s = {r['eval_speedup']:.1f}x; top-{r['k']} search "
+              f"{r['torch_qps']:,.0f} q/s vs FAISS {r.get('faiss_qps', float('nan')):,.0f} q/s "
+              f"= {r.get('search_ratio', float('nan')):.2f}x")
+    for r in thr["results"]:
+        sps = f"{r['samples_per_s']:,.0f} samples/s" if r["samples_per_s"] else "closed form"
+        print(f"{r['method']:>24}: {r['seconds']:.2f} s for {r['epochs']} epoch(s), {sps}")
+    if args.out:
+        _write_json(args.out, provenance(benchmark="speed", wall_time_s=t.seconds,
+                                         metrics=met, training=thr))
+    return 0
+
+
+def cmd_report(args) -> int:
+    res = load_results(args.folder)
+    if not res:
+        raise SystemExit(f"no result JSON in {args.folder}")
+    print(summarize(res, args.metric).to_string())
+    r0 = res[0]
+    print(f"\nmetric: {args.metric} ({r0.get('metric_convention')}); features: "
+          f"{r0.get('features')}; hardware: {r0.get('cpu')} / {r0.get('gpu')}; "
+          f"commit {r0.get('commit')}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_report(res))
+        print(f"wrote {args.markdown}")
+    if args.plots:
+        out = Path(args.plots)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind in ("map_vs_bits", "time_vs_map"):
+            fig = plot_benchmark(res, kind=kind, metric=args.metric)
+            fig.savefig(out / f"{kind}.png", dpi=120, bbox_inches="tight")
+            print(f"wrote {out / (kind + '.png')}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    """``python -m hashnb.bench tune``: :func:`hashnb.tuning.tune_method` for each method, the
+    same trials each, on the frozen-feature data of the cpu profile; one JSON per method."""
+    methods = args.methods or [m for m in PROFILES["cpu"]["methods"] if m in SPACES]
+    ds = load_dataset(args.dataset, root=args.root)
+    if ds.kind == "image":
+        ds = load_features(ds, **PROFILES["cpu"]["features"])
+    split = make_split(ds, args.protocol, seed=args.seed)
+    with Timer() as total:
+        for spec in methods:
+            with Timer() as t:
+                rec = tune_method(spec, ds, split, bits=args.bits, trials=args.trials,
+                                  seed=args.seed, max_epochs=args.max_epochs,
+                                  patience=args.patience, storage_dir=args.storage,
+                                  progress=True)
+            safe = spec.replace(":", "+").replace("=", "-").replace(",", "_")
+            _write_json(Path(args.out) / f"{safe}.json", rec)
+            print(f"{spec}: validation mAP {rec['best']['val_map']:.4f} with "
+                  f"{rec['tuned']} ({t.seconds:.0f} s)")
+    print(f"tuned {len(methods)} method(s) in {total.seconds:.0f} s")
+    return 0
+
+
+def cmd_semantics(args) -> int:
+    """``python -m hashnb.bench semantics``: :func:`hashnb.analysis.crh_semantics_study`
+    over the given runs (loaded from the run cache when trained already), one JSON."""
+    res = crh_semantics_study(args.methods, dataset=args.dataset, bits=args.bits,
+                              seeds=args.seeds, epochs=args.epochs)
+    _write_json(args.out, res, note=f" ({len(res['results'])} runs)")
+    return 0
+
+
+def _add_paper_parsers(sub) -> None:
+    """``paper`` (the end-to-end GPU profile, :mod:`hashnb.paper`) and ``pack-cifar10``."""
+    p = sub.add_parser("paper", help="the paper profile: every trained method fine-tuned end "
+                                     "to end (GPU), decisive cells first, within --budget")
+    p.add_argument("--budget", type=float, default=None, metavar="MIN",
+                   help="minutes from start to last JSON: no cell starts that would pass it "
+                        "(default: no limit)")
+    p.add_argument("--full", action="store_true",
+                   help="the whole profile (the default; with --budget it still stops there)")
+    p.add_argument("--decisive-only", action="store_true",
+                   help="only the decisive cells (recent methods, baselines, twins; seed 0)")
+    p.add_argument("--out", default="book/results/gpu", help="folder for one JSON per cell")
+    p.add_argument("--root", default=None,
+                   help="CIFAR-10: a packed file, cifar10.npz or their folder (default "
+                        "$HASHNB_DATA)")
+    p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
+    p.add_argument("--methods", nargs="+", default=None, help="restrict to these specs")
+    p.add_argument("--bits", nargs="+", type=int, default=None, help="restrict to these bits")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the epochs (outer iterations for ADSH/MAH) of every cell")
+    p.add_argument("--batch-size", type=int, default=None, help="default: each method's")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="network input in px (default 224; resize = 8/7 of it, 256)")
+    p.add_argument("--loader", choices=("device", "items"), default="device")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rerun cells whose JSON holds another configuration")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
+    p.set_defaults(func=cmd_paper)
+    k = sub.add_parser("pack-cifar10", help="pack CIFAR-10 into one small file of JPEG bytes")
+    k.add_argument("--src", required=True, help="folder or file with CIFAR-10 (cifar10.npz, ...)")
+    k.add_argument("--out", default="data/cifar10-jpeg.npz",
+                   help="the file to write (default data/cifar10-jpeg.npz, git-ignored)")
+    k.add_argument("--quality", type=int, default=95)
+    k.add_argument("--subsampling", choices=("4:2:0", "4:4:4"), default="4:2:0")
+    k.add_argument("--max-mib", type=float, default=56.0)
+    k.add_argument("--threads", type=int, default=None)
+    k.set_defaults(func=cmd_pack)
+
+
+def cmd_paper(args) -> int:
+    start = time.perf_counter() - process_age_s()
+    if args.full and args.decisive_only:
+        raise SystemExit("--full and --decisive-only exclude each other")
+    s = run_paper(args.out, budget_min=args.budget, root=args.root, device=args.device,
+                  methods=args.methods, bits=args.bits, seeds=args.seeds, epochs=args.epochs,
+                  decisive_only=args.decisive_only, loader=args.loader,
+                  compile=True if args.compile else None, batch_size=args.batch_size,
+                  input_size=args.input_size,
+                  overwrite=args.overwrite, dry_run=args.dry_run, start=start)
+    return 1 if s["mismatched"] and not s["ran"] and not s["skipped"] else 0
+
+
+def cmd_pack(args) -> int:
+    t = time.perf_counter()
+    r = pack_cifar10(args.src, args.out, quality=args.quality, subsampling=args.subsampling,
+                     max_mib=args.max_mib, threads=args.threads)
+    print(f"wrote {r['path']}: {r['n']:,} images, {r['bytes']:,} bytes ({r['mib']:.1f} MiB), "
+          f"JPEG quality {r['quality']} {r['subsampling']}, mean PSNR {r['psnr_db']:.1f} dB "
+          f"against the source; {time.perf_counter() - t:.1f} s")
+    print(f"use it with HASHNB_DATA={r['path']} (or its folder)")
     return 0
 
 
@@ -645,9 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
 
-    from hashnb.matrix import add_subcommands  # `run` and `report`: the benchmark matrix
+    _add_matrix_parsers(sub)
 
-    add_subcommands(sub)
+    _add_paper_parsers(sub)
     return parser
 
 

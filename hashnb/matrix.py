@@ -17,41 +17,28 @@ method's constructor, the whole spec is the result's ``method`` label (and, with
 """
 from __future__ import annotations
 
-import ast
+import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from hashnb.utils import Timer, provenance
+from hashnb.data import HashingDataset, image_transform, load_dataset, load_features, make_split
+from hashnb.methods.registry import check_method_args, parse_method_spec
+from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
+from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "parse_method_spec", "markdown_report",
-           "PROFILES"]
+           "result_path", "train_throughput", "PROFILES"]
 
 
-def parse_method_spec(spec: str) -> tuple[str, dict]:
-    """``"crh:reassign=greedy,heads=1"`` -> ``("crh", {"reassign": "greedy", "heads": 1})``."""
-    name, _, rest = str(spec).partition(":")
-    name = name.strip()
-    if not name:
-        raise ValueError(f"method spec {spec!r} has no method name; write name:key=value,...")
-    kwargs: dict = {}
-    for item in filter(None, (t.strip() for t in rest.split(","))):
-        key, eq, val = item.partition("=")
-        if not eq or not key.strip().isidentifier():
-            raise ValueError(f"method spec {spec!r}: {item!r} is not key=value; "
-                             "write e.g. crh:reassign=greedy,heads=1")
-        try:
-            kwargs[key.strip()] = ast.literal_eval(val.strip())
-        except (ValueError, SyntaxError):
-            kwargs[key.strip()] = val.strip()
-    return name, kwargs
-
-
-def _result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, seed: int) -> Path:
+def result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, seed: int) -> Path:
+    """``<out>/<dataset>-<protocol>-<method spec, file-safe>-<bits>b-s<seed>.json``."""
     safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", method.replace(":", "+").replace("=", "-"))
     return out / f"{dataset}-{protocol}-{safe}-{bits}b-s{seed}.json"
 
@@ -86,7 +73,8 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
                epochs: dict | int | None = None, features: dict | None = None,
                finetune: dict | None = None, extra_bits: dict | None = None,
                split_kwargs: dict | None = None, progress: bool = True,
-               root: str | None = None, device=None, force: bool = False) -> list[dict]:
+               root: str | None = None, device=None, force: bool = False,
+               tuned: dict | None = None) -> list[dict]:
     """Run every (method, bits, seed) not already in ``out`` and return all their results.
 
     Parameters
@@ -105,17 +93,15 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
     split_kwargs : extra arguments of :func:`hashnb.data.make_split` (e.g. ``n_query``).
     force : recompute results stored with another configuration (otherwise ``ValueError``
         naming the differences, before any cell runs).
+    tuned : ``{method: settings}`` from :func:`hashnb.tuning.load_tuned` (``bench tune``):
+        the method's tuned ``method_kwargs``, ``lr``, ``weight_decay``, ``epochs`` (the most)
+        and ``patience`` (early stopping on validation); a variant spec's own arguments and
+        an explicit ``epochs`` win. Recorded in every result's ``request``.
 
     A stored result is reused only when its ``request`` (the cell's whole configuration:
     data content, features, split, method and resolved hyper-parameters, bits, seed,
     epochs) equals the one asked for.
     """
-    from tqdm.auto import tqdm
-
-    from hashnb.data import HashingDataset, load_dataset, load_features, make_split
-    from hashnb.methods import check_method_args
-    from hashnb.train import run_method
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     methods = list(methods)
@@ -149,21 +135,27 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         name, mkw = specs[method]
         ep = (epochs.get(method, epochs.get(name)) if isinstance(epochs, dict) else epochs)
         fit_kw: dict = {}
+        tc = (tuned or {}).get(method, (tuned or {}).get(name))
+        if tc:
+            mkw = {**tc.get("method_kwargs", {}), **mkw}
+            ep = tc.get("epochs") if ep is None else ep
+            fit_kw = {k: tc[k] for k in ("lr", "weight_decay", "patience")
+                      if tc.get(k) is not None}
         if ft:
             mkw = {"backbone": ft.get("backbone", "tf_efficientnet_lite0"),
                    "pretrained": ft.get("pretrained", True),
                    **({"backbone_lr_mult": ft["backbone_lr_mult"]}
                       if "backbone_lr_mult" in ft else {}), **mkw}
-            fit_kw = {k: ft[k] for k in ("batch_size", "amp") if k in ft}
+            fit_kw.update({k: ft[k] for k in ("batch_size", "amp") if k in ft})
             if ft.get("input_size"):
-                fit_kw["transform"] = _resize_transform(ft["input_size"], mkw["backbone"])
+                fit_kw["transform"] = image_transform(mkw["backbone"], ft["input_size"])
         request = _request(name, mkw, ds, split, bits=b, seed=seed, epochs=ep, features=feats,
                            fit_kw=fit_kw, spec=method)
-        path = _result_path(out, ds.name, split.protocol, method, b, seed)
+        path = result_path(out, ds.name, split.protocol, method, b, seed)
         old = _read_result(path)
         if old is not None and old.get("request") != request:
             stale.append((path, _differences(old.get("request"), request)))
-        plan.append((method, name, mkw, b, seed, split, ep, fit_kw, request, path, old))
+        plan.append((method, name, mkw, b, seed, split, ep, fit_kw, request, path, old, tc))
     if stale and not force:
         lines = "\n".join(f"  {p.name}: {d}" for p, d in stale[:10])
         more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""
@@ -174,7 +166,7 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
 
     results = []
     bar = tqdm(plan, desc="benchmark matrix", disable=not progress)
-    for method, name, mkw, b, seed, split, ep, fit_kw, request, path, old in bar:
+    for method, name, mkw, b, seed, split, ep, fit_kw, request, path, old, tc in bar:
         bar.set_postfix_str(path.stem)
         if old is not None and old.get("request") == request:
             results.append(old)
@@ -199,9 +191,9 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
             train_samples_per_s=_samples_per_s(run, len(split.train)),
             metrics=metrics, metric_convention="tie-aware (ties grouped), HashNet normalisation, "
                                                "R = all database items for 'map'",
-            request=request)
+            tuned=tc or None, request=request)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rec, indent=1, default=_json_default))
+        tmp.write_text(json.dumps(rec, indent=1, default=json_default))
         os.replace(tmp, path)
         results.append(rec)
     return results
@@ -211,10 +203,6 @@ def _request(name: str, mkw: dict, ds, split, *, bits: int, seed: int, epochs, f
              fit_kw: dict, spec: str) -> dict:
     """Everything a cell's result depends on, as JSON: the data's content, the features, the
     split, the method with every resolved hyper-parameter and default, bits, seed, epochs."""
-    import hashlib
-
-    from hashnb.train import data_fingerprint, method_from_dataset
-
     m = method_from_dataset(name, ds, bits=bits, seed=seed, **mkw)
     sha = hashlib.sha1()
     for part in ("train", "val", "query", "database"):
@@ -223,10 +211,12 @@ def _request(name: str, mkw: dict, ds, split, *, bits: int, seed: int, epochs, f
            "protocol": split.protocol, "split": sha.hexdigest()[:12], "method": spec,
            "method_kwargs": mkw, "hparams": m.hparams(), "bits": bits, "seed": seed,
            "epochs": m.default_epochs if epochs is None else int(epochs),
-           "lr": m.default_lr, "batch_size": fit_kw.get("batch_size", m.default_batch_size),
-           "weight_decay": m.default_weight_decay,
-           "fit": {k: v for k, v in fit_kw.items() if k != "batch_size"}}
-    return json.loads(json.dumps(req, default=_json_default, sort_keys=True))
+           "lr": fit_kw.get("lr", m.default_lr),
+           "batch_size": fit_kw.get("batch_size", m.default_batch_size),
+           "weight_decay": fit_kw.get("weight_decay", m.default_weight_decay),
+           "fit": {k: v for k, v in fit_kw.items()
+                   if k not in ("batch_size", "lr", "weight_decay")}}
+    return json.loads(json.dumps(req, default=json_default, sort_keys=True))
 
 
 def _read_result(path: Path) -> dict | None:
@@ -239,8 +229,6 @@ def _read_result(path: Path) -> dict | None:
             raise ValueError("not a JSON object")
         return rec
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        import warnings
-
         warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); it is computed again",
                       RuntimeWarning, stacklevel=3)
         return None
@@ -263,43 +251,6 @@ def _samples_per_s(run, n_train: int) -> float | None:
     return sum(seen) / sum(times)
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
-
-
-class _ResizeNormalize:
-    """Image transform for fine-tuning: resize to ``size`` and normalise for ``backbone``."""
-
-    def __init__(self, size: int, backbone: str):
-        from hashnb.models import backbone_preprocess
-
-        pre = backbone_preprocess(backbone)
-        self.size = int(size)
-        self.mean = np.asarray(pre.get("mean") or (0.5,) * 3, dtype=np.float32)
-        self.std = np.asarray(pre.get("std") or (0.5,) * 3, dtype=np.float32)
-        self.backbone = backbone
-
-    def __repr__(self):  # stable: part of the cached run folder's key
-        return f"ResizeNormalize(size={self.size}, backbone={self.backbone!r})"
-
-    def __call__(self, t):
-        import torch
-
-        if tuple(t.shape[-2:]) != (self.size, self.size):
-            t = torch.nn.functional.interpolate(t[None], size=(self.size, self.size),
-                                                mode="bilinear", antialias=True,
-                                                align_corners=False)[0]
-        mean = torch.as_tensor(self.mean).view(3, 1, 1)
-        std = torch.as_tensor(self.std).view(3, 1, 1)
-        return (t - mean) / std
-
-
-def _resize_transform(size: int, backbone: str):
-    return _ResizeNormalize(size, backbone)
-
-
 def train_throughput(methods: Iterable[str], *, dataset="cifar10", protocol: str | None = None,
                      bits: int = 32, epochs: int = 3, seed: int = 0,
                      features: dict | None = None, root: str | None = None,
@@ -310,11 +261,6 @@ def train_throughput(methods: Iterable[str], *, dataset="cifar10", protocol: str
     default batch size and ``select="last"`` (no validation pass is timed). Closed-form
     methods report their fit time and no throughput.
     """
-    from tqdm.auto import tqdm
-
-    from hashnb.data import HashingDataset, load_dataset, load_features, make_split
-    from hashnb.train import fit, method_from_dataset
-
     feat_kw = {"backbone": "tf_efficientnet_lite0", "input_size": 128, **(features or {})}
     ds = dataset if isinstance(dataset, HashingDataset) else load_dataset(dataset, root=root)
     if ds.kind == "image":
@@ -323,10 +269,8 @@ def train_throughput(methods: Iterable[str], *, dataset="cifar10", protocol: str
     rows = []
     for spec in tqdm(list(methods), desc="training throughput", disable=not progress):
         name, mkw = parse_method_spec(spec)
-        import torch
-        torch.manual_seed(seed)
-        method = method_from_dataset(name, ds, bits=bits, **mkw)
-        trainable = getattr(method, "trainable", True)
+        method = method_from_dataset(name, ds, bits=bits, seed=seed, **mkw)
+        trainable = method.trainable
         run = fit(method, ds, split, epochs=epochs, seed=seed, select="last", progress=False,
                   device=device)
         sec = sum(h.get("time", 0.0) for h in run.history) if trainable else run.train_seconds
@@ -368,89 +312,6 @@ def summarize(results: list[dict], metric: str = "map"):
 # ---------------------------------------------------------------------------------------
 # command line (wired into ``python -m hashnb.bench`` as the ``run`` and ``report`` verbs)
 # ---------------------------------------------------------------------------------------
-def add_subcommands(sub) -> None:
-    """Add ``run`` and ``report`` to an ``argparse`` subparsers object."""
-    p = sub.add_parser("run", help="run the methods x bits x seeds matrix (resumable)")
-    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                   help="a preset matrix (cpu: the book's committed results; gpu: end-to-end "
-                        "fine-tuning at 224 px); options given explicitly override it")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="method names or variant specs name:key=value,... (e.g. crh:reassign=none)")
-    p.add_argument("--bits", nargs="+", type=int, default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
-    p.add_argument("--dataset", default=None, help="default digits (or the profile's)")
-    p.add_argument("--protocol", default=None, help="default: the dataset's own")
-    p.add_argument("--epochs", type=int, default=None, help="default: each method's")
-    p.add_argument("--backbone", default=None, help="default tf_efficientnet_lite0")
-    p.add_argument("--input-size", type=int, default=None, help="default 128 (frozen features)")
-    p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
-    p.add_argument("--root", default=None, help="data folder (default: HASHNB_DATA)")
-    p.add_argument("--out", required=True, help="folder for one JSON per result")
-    p.add_argument("--force", action="store_true",
-                   help="recompute results stored with another configuration (by default the "
-                        "run stops before any work and names the differences)")
-    p.set_defaults(func=_cli_run)
-    sp = sub.add_parser("speed", help="evaluation and search speed vs the usual tools, and "
-                                      "training throughput of every method, in one run")
-    sp.add_argument("--methods", nargs="+", default=None,
-                    help="default: the cpu profile's methods")
-    sp.add_argument("--dataset", default="cifar10")
-    sp.add_argument("--bits", type=int, default=32, help="code length for the training timing")
-    sp.add_argument("--epochs", type=int, default=3)
-    sp.add_argument("--metric-bits", nargs="+", type=int, default=[16, 64])
-    sp.add_argument("--root", default=None)
-    sp.add_argument("--out", default=None, help="write everything as one JSON here")
-    sp.set_defaults(func=_cli_speed)
-    r = sub.add_parser("report", help="table (mean ± std over seeds) from result JSONs")
-    r.add_argument("folder")
-    r.add_argument("--metric", default="map")
-    r.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
-    r.add_argument("--plots", default=None, help="also write mAP-vs-bits and time-vs-mAP PNGs here")
-    r.set_defaults(func=_cli_report)
-
-
-def resolve_profile(args) -> dict:
-    """Merge ``--profile`` with explicit options into :func:`run_matrix` keyword arguments."""
-    prof = dict(PROFILES[args.profile]) if args.profile else {}
-    kw = {
-        "methods": args.methods or prof.get("methods"),
-        "bits": args.bits or prof.get("bits"),
-        "seeds": args.seeds if args.seeds is not None else prof.get("seeds", [0, 1, 2]),
-        "dataset": args.dataset or prof.get("dataset", "digits"),
-        "protocol": args.protocol or prof.get("protocol"),
-        "epochs": args.epochs if args.epochs is not None else prof.get("epochs"),
-        "extra_bits": prof.get("extra_bits") if not args.bits else None,
-    }
-    if not kw["methods"] or not kw["bits"]:
-        raise SystemExit("give --methods and --bits, or a --profile (cpu, gpu)")
-    if "finetune" in prof:
-        ft = dict(prof["finetune"])
-        if args.backbone:
-            ft["backbone"] = args.backbone
-        if args.input_size:
-            ft["input_size"] = args.input_size
-        kw["finetune"] = ft
-    else:
-        feats = dict(prof.get("features") or {})
-        if args.backbone:
-            feats["backbone"] = args.backbone
-        if args.input_size:
-            feats["input_size"] = args.input_size
-        kw["features"] = feats or None
-    return kw
-
-
-def _cli_run(args) -> None:
-    from hashnb.utils import Timer
-
-    kw = resolve_profile(args)
-    with Timer() as t:
-        res = run_matrix(out=args.out, root=args.root, device=args.device,
-                         force=args.force, **kw)
-    print(summarize(res).to_string())
-    print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
-
-
 def markdown_report(results: list[dict], metrics=("map", "map@1000", "p@r2")) -> str:
     """The results as Markdown: one table per metric (mean ± std (n) over seeds).
 
@@ -487,51 +348,3 @@ def markdown_report(results: list[dict], metrics=("map", "map@1000", "p@r2")) ->
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
-
-
-def _cli_speed(args) -> None:
-    from hashnb.bench import bench_metrics
-    from hashnb.utils import Timer
-
-    with Timer() as t:
-        met = bench_metrics(bits=tuple(args.metric_bits), progress=False)
-        thr = train_throughput(args.methods or PROFILES["cpu"]["methods"], dataset=args.dataset,
-                               bits=args.bits, epochs=args.epochs, root=args.root)
-    for r in met["results"]:
-        print(f"{r['bits']:>3} bits: mAP@all {r['hashnb_s']:.3f} s vs reference "
-              f"{r['reference_s']:.3f} s = {r['eval_speedup']:.1f}x; top-{r['k']} search "
-              f"{r['torch_qps']:,.0f} q/s vs FAISS {r.get('faiss_qps', float('nan')):,.0f} q/s "
-              f"= {r.get('search_ratio', float('nan')):.2f}x")
-    for r in thr["results"]:
-        sps = f"{r['samples_per_s']:,.0f} samples/s" if r["samples_per_s"] else "closed form"
-        print(f"{r['method']:>24}: {r['seconds']:.2f} s for {r['epochs']} epoch(s), {sps}")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(provenance(benchmark="speed", wall_time_s=t.seconds,
-                                             metrics=met, training=thr),
-                                  indent=1, default=_json_default))
-        print(f"wrote {out}")
-
-
-def _cli_report(args) -> None:
-    res = load_results(args.folder)
-    if not res:
-        raise SystemExit(f"no result JSON in {args.folder}")
-    print(summarize(res, args.metric).to_string())
-    r0 = res[0]
-    print(f"\nmetric: {args.metric} ({r0.get('metric_convention')}); features: "
-          f"{r0.get('features')}; hardware: {r0.get('cpu')} / {r0.get('gpu')}; "
-          f"commit {r0.get('commit')}")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown_report(res))
-        print(f"wrote {args.markdown}")
-    if args.plots:
-        from hashnb.viz import plot_benchmark
-
-        out = Path(args.plots)
-        out.mkdir(parents=True, exist_ok=True)
-        for kind in ("map_vs_bits", "time_vs_map"):
-            fig = plot_benchmark(res, kind=kind, metric=args.metric)
-            fig.savefig(out / f"{kind}.png", dpi=120, bbox_inches="tight")
-            print(f"wrote {out / (kind + '.png')}")

@@ -44,7 +44,7 @@ import os
 import numpy as np
 import torch
 
-from hashnb.utils import as_tensor, check_finite
+from hashnb.utils import as_tensor, check_codes, check_finite, default_device
 
 try:  # optional: a fused popcount + histogram kernel, ~8x faster than the torch path on CPU
     import numba
@@ -65,25 +65,6 @@ _CHUNK_ELEMENTS = 1 << 20
 
 
 # ---------------------------------------------------------------------------- validation
-def _device(device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _check_codes(c, name: str, device) -> torch.Tensor:
-    t = as_tensor(c.detach() if isinstance(c, torch.Tensor) else c, device=device)
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
-    check_finite(t, name)
-    if not ((t == 1) | (t == -1)).all():
-        raise ValueError(f"{name} must contain only -1 and +1; binarize relaxed outputs with "
-                         "hashnb.utils.binarize (0 -> +1)")
-    return t
-
-
 def _check_labels(y, name: str, n: int, device) -> torch.Tensor:
     t = as_tensor(y.detach() if isinstance(y, torch.Tensor) else y, device=device)
     if t.ndim != 2:
@@ -98,9 +79,9 @@ def _check_labels(y, name: str, n: int, device) -> torch.Tensor:
 
 
 def _check_inputs(query_codes, db_codes, query_labels, db_labels, device):
-    dev = _device(device)
-    q = _check_codes(query_codes, "query_codes", dev)
-    db = _check_codes(db_codes, "db_codes", dev)
+    dev = default_device(device, mps=False)
+    q = check_codes(query_codes, "query_codes", device=dev)
+    db = check_codes(db_codes, "db_codes", device=dev)
     if q.shape[1] != db.shape[1]:
         raise ValueError(f"query_codes have {q.shape[1]} bits but db_codes have {db.shape[1]}")
     ql = _check_labels(query_labels, "query_labels", q.shape[0], dev)
@@ -150,8 +131,8 @@ def hamming_distance(a, b) -> torch.Tensor:
         ``(bits - a @ b.T) / 2``, on the device of ``a`` when it is a tensor, else CPU.
     """
     dev = a.device if isinstance(a, torch.Tensor) else None
-    ta = _check_codes(a, "a", dev)
-    tb = _check_codes(b, "b", ta.device)
+    ta = check_codes(a, "a", device=dev)
+    tb = check_codes(b, "b", device=ta.device)
     if ta.shape[1] != tb.shape[1]:
         raise ValueError(f"a has {ta.shape[1]} bits but b has {tb.shape[1]}")
     bits = ta.shape[1]

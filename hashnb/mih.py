@@ -51,6 +51,9 @@ from itertools import combinations
 
 import numpy as np
 
+from hashnb.search import pack_codes
+from hashnb.utils import check_bits
+
 __all__ = ["MultiIndexHash", "default_substrings", "substring_radii"]
 
 _MAX_SUBSTRING_BITS = 64
@@ -109,16 +112,13 @@ def _to_packed(codes, bits):
             raise ValueError(f"packed codes must be 2-D (n, bytes), got shape {codes.shape}")
         if bits is None:
             bits = 8 * codes.shape[1]
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
-            raise ValueError(f"bits must be a positive integer, got {bits!r}")
+        bits = check_bits(bits)
         if codes.shape[1] != math.ceil(bits / 8):
             raise ValueError(f"{bits} bits need {math.ceil(bits / 8)} bytes per code, the "
                              f"packed codes have {codes.shape[1]}")
         if bits % 8 and codes.size and (codes[:, -1] & ((1 << (8 - bits % 8)) - 1)).any():
             raise ValueError("padding bits of packed codes must be 0 (np.packbits layout)")
         return np.ascontiguousarray(codes), int(bits)
-    from hashnb.search import pack_codes
-
     packed = pack_codes(codes)          # checks 2-D, {-1, +1}
     given = np.asarray(codes).shape[1] if not hasattr(codes, "shape") else codes.shape[1]
     if bits is not None and bits != given:

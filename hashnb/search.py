@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from hashnb.utils import as_tensor, check_finite
+from hashnb.utils import as_tensor, check_codes, default_device
 
 __all__ = ["pack_codes", "unpack_codes", "knn_search", "radius_search", "HammingIndex",
            "faiss_available"]
@@ -69,30 +69,10 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _check_codes(c, name: str) -> torch.Tensor:
-    t = as_tensor(c, device="cpu") if not isinstance(c, torch.Tensor) else c.detach().float()
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} has 0 bits")
-    if len(t):
-        check_finite(t, name)
-    if not ((t == 1) | (t == -1)).all():
-        raise ValueError(f"{name} must contain only -1 and +1; binarize relaxed outputs with "
-                         "hashnb.utils.binarize (0 -> +1)")
-    return t
-
-
 def _check_int(v, name: str, low: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
     return int(v)
-
-
-def _device(device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ------------------------------------------------------------------------------ packing
@@ -109,7 +89,7 @@ def pack_codes(codes) -> np.ndarray:
         ``np.packbits(codes > 0, axis=1)``: +1 -> bit 1, most significant bit first; when
         ``bits`` is not a multiple of 8 the last byte is padded with 0 bits.
     """
-    t = _check_codes(codes, "codes")
+    t = check_codes(codes, "codes", allow_empty=True)
     return np.packbits(t.cpu().numpy() > 0, axis=1)
 
 
@@ -150,7 +130,7 @@ class _TorchDB:
     """
 
     def __init__(self, db: torch.Tensor, device=None):
-        self.device = _device(device)
+        self.device = default_device(device, mps=False)
         self.bits = bits = db.shape[1]
         self.n = n = db.shape[0]
         self.db = db.to(self.device, torch.float32)
@@ -349,7 +329,7 @@ class HammingIndex:
 
     def add(self, codes) -> None:
         """Append ±1 codes (n, bits); their ids continue from :attr:`ntotal`."""
-        t = _check_codes(codes, "codes")
+        t = check_codes(codes, "codes", allow_empty=True)
         if t.shape[1] != self.bits:
             raise ValueError(f"index holds {self.bits}-bit codes, got {t.shape[1]} bits")
         self._parts.append(t.cpu())
@@ -369,7 +349,7 @@ class HammingIndex:
         return self._db
 
     def _queries(self, query_codes) -> torch.Tensor:
-        q = _check_codes(query_codes, "query_codes")
+        q = check_codes(query_codes, "query_codes", allow_empty=True)
         if q.shape[1] != self.bits:
             raise ValueError(f"query_codes have {q.shape[1]} bits but the index holds "
                              f"{self.bits}-bit codes")
@@ -409,7 +389,7 @@ class HammingIndex:
 
 
 def _index_for(query_codes, db_codes, backend, device) -> HammingIndex:
-    db = _check_codes(db_codes, "db_codes")
+    db = check_codes(db_codes, "db_codes", allow_empty=True)
     if db.shape[0] == 0:
         raise ValueError("db_codes is empty")
     index = HammingIndex(db.shape[1], backend=backend, device=device)

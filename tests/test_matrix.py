@@ -70,12 +70,11 @@ def test_method_spec_parsing_and_variant_cells(cache):
 
 
 def test_profiles_resolve_and_cli_overrides():
-    import argparse
+    from hashnb.bench import build_parser, resolve_profile
 
-    parser = argparse.ArgumentParser()
-    matrix.add_subcommands(parser.add_subparsers(dest="cmd"))
+    parser = build_parser()
     a = parser.parse_args(["run", "--profile", "cpu", "--out", "x"])
-    kw = matrix.resolve_profile(a)
+    kw = resolve_profile(a)
     assert kw["dataset"] == "cifar10" and kw["protocol"] == "cifar10"
     assert kw["bits"] == [8, 16, 32, 64] and kw["seeds"] == [0, 1, 2]
     assert kw["features"] == {"backbone": "tf_efficientnet_lite0", "input_size": 128}
@@ -84,12 +83,12 @@ def test_profiles_resolve_and_cli_overrides():
     assert set(kw["methods"]) == set(list_methods())
     b = parser.parse_args(["run", "--profile", "gpu", "--methods", "csq", "--bits", "16",
                            "--seeds", "5", "--input-size", "96", "--out", "x"])
-    kw = matrix.resolve_profile(b)
+    kw = resolve_profile(b)
     assert kw["methods"] == ["csq"] and kw["bits"] == [16] and kw["seeds"] == [5]
     assert kw["finetune"]["input_size"] == 96 and kw["finetune"]["pretrained"] is True
     assert "features" not in kw and kw["extra_bits"] is None
     with pytest.raises(SystemExit, match="--profile"):
-        matrix.resolve_profile(parser.parse_args(["run", "--out", "x"]))
+        resolve_profile(parser.parse_args(["run", "--out", "x"]))
 
 
 def test_finetune_path_trains_the_backbone_end_to_end(cache):

@@ -10,7 +10,8 @@ from hashnb.centers import center_report, gilbert_varshamov_distance, hadamard_c
 from hashnb.losses.mlh import center_softmax_bce_loss, mlh_loss, mutual_loss
 from hashnb.losses.pairwise import dpsh_loss
 from hashnb.methods import create_method
-from hashnb.methods.mlh import evaluate_branches, gv_centers
+from hashnb.analysis import evaluate_branches
+from hashnb.methods.mlh import gv_centers
 
 
 def _data(n=12, k=16, c=5, seed=0):
@@ -106,13 +107,14 @@ def test_forward_shapes_and_batch_independent_codes(experts, top_k):
     m = _mlh(experts=experts, top_k=top_k)
     x = torch.randn(40, 20)
     out = m(x)
-    assert out["u"].shape == out["u_center"].shape == out["u_pair"].shape == (40, 16)
-    torch.testing.assert_close(out["u"], out["u_center"])  # retrieval = center branch
+    center, pair = out.branches["center"], out.branches["pairwise"]
+    assert out.u.shape == center.u.shape == pair.u.shape == (40, 16)
+    torch.testing.assert_close(out.u, center.u)  # retrieval = center branch
     if experts:
-        assert out["gates_center"].shape == (40, experts)
-        assert torch.equal((out["gates_pair"] > 0).sum(1), torch.full((40,), min(top_k, experts)))
+        assert center.gates.shape == (40, experts)
+        assert torch.equal((pair.gates > 0).sum(1), torch.full((40,), min(top_k, experts)))
     else:
-        assert "gates_center" not in out
+        assert center.gates is None and pair.gates is None
     m.train()  # encode must switch to eval itself
     one = torch.cat([m.encode(x[i:i + 1]) for i in range(40)])
     torch.testing.assert_close(one, m.encode(x, batch_size=256))
@@ -136,10 +138,10 @@ def test_stop_grad_switch_controls_pairwise_head_gradient():
 def test_branch_switches_and_errors():
     x = torch.randn(8, 20)
     c = _mlh(branches="center")
-    assert c.active == ("center",) and "u_pair" not in c(x)
+    assert c.active == ("center",) and set(c(x).branches) == {"center"}
     p = _mlh(branches="pairwise")
-    assert p.encode_branch == "pairwise" and "u_center" not in p(x)
-    torch.testing.assert_close(p(x)["u"], p(x)["u_pair"])
+    assert p.encode_branch == "pairwise" and set(p(x).branches) == {"pairwise"}
+    torch.testing.assert_close(p(x).u, p(x).branches["pairwise"].u)
     with pytest.raises(ValueError, match="branches"):
         _mlh(branches="neither")
     with pytest.raises(ValueError, match="encode_branch"):

@@ -126,7 +126,8 @@ def test_registered_with_batchnorm_hash_layer_and_targets():
     custom = -hadamard_centers(5, 16)
     m2 = _method(centers=custom)
     np.testing.assert_array_equal(m2.centers.numpy(), custom)
-    assert m2.hparams()["centers_kind"] == "custom"
+    assert m2.centers_kind == "custom"
+    assert m2.hparams()["centers"] == custom.tolist()  # the array itself is in the run key
     hp = m.hparams()
     assert hp["head_batchnorm"] is True and hp["scale"] == "sqrt" and hp["margin"] == 0.2
     assert m.s == pytest.approx(4.0)  # sqrt(16), the paper's scale
@@ -153,7 +154,7 @@ def test_forward_outputs_and_loss():
     m = _method()
     x = torch.randn(32, 8)
     out = m(x)
-    assert set(out) >= {"z", "u"} and out["z"].shape == (32, 16)
+    assert out.z.shape == (32, 16) and out.u.shape == (32, 16)
     assert (out["u"].abs() <= 1).all()
     # training-mode BatchNorm: every bit has zero mean over the batch (bit balance)
     assert out["z"].mean(0).abs().max() < 1e-5

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hashnb.data import load_dataset, make_split
 from hashnb.losses import dpsh_loss, hashnet_loss, hashnet_pair_weights
 from hashnb.methods import create_method
 from hashnb.train import fit, method_from_dataset
@@ -20,12 +19,6 @@ def onehot(ids, c=None):
 
 def softplus(t):  # by hand, for the oracle values
     return math.log(1 + math.exp(t))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    return ds, make_split(ds, seed=0, cache=False)
 
 
 def ctx_for(x, y, device="cpu"):
@@ -183,6 +176,8 @@ def test_dpsh_bank_rows_follow_the_batch_and_equal_batch_mode():
     m.train()
     out = m(x[idx])
     m.loss(out, {"x": x[idx], "y": y[idx], "idx": idx})
+    assert float(m.bank_u.abs().sum()) == 0  # the loss is pure; the bank moves after the step
+    m.on_batch_end(out, {"x": x[idx], "y": y[idx], "idx": idx})
     assert torch.equal(m.bank_u[idx], out["u"].detach())
     rest = torch.ones(n, dtype=torch.bool)
     rest[idx] = False
@@ -258,6 +253,7 @@ def test_hashnet_beta_follows_schedule_and_eval_codes_are_sign():
         assert torch.allclose(out["u"], torch.tanh(float(m.beta) * z))
         betas.append(float(m.beta))
         m.loss(out, batch)[0].backward()
+        m.on_batch_end(out, batch)  # one optimizer step done
     expect = [(1 + 0.005 * (t // 3 * 3)) ** 0.5 for t in range(10)]
     assert betas == pytest.approx(expect)
     assert betas[-1] > betas[0] and all(b1 >= b0 for b0, b1 in zip(betas, betas[1:]))

@@ -23,8 +23,10 @@ SPEED = RESULTS / "speed" / "speed.json"
 SIZES = {"cifar10": {"train": 4500, "val": 500, "query": 1000, "database": 54000},
          "cifar10-1": {"train": 4500, "val": 500, "query": 1000, "database": 59000}}
 #: every folder of runner output the book reads (the ablations of chapters 4-7 included)
+TUNED = RESULTS / "tuned"
 FOLDERS = sorted({p.parent for p in RESULTS.rglob("*.json")} - {SPEED.parent, RESULTS / "search"}
-                 - {p.parent for p in (RESULTS / "ablations").rglob("semantics/*.json")})
+                 - {p.parent for p in (RESULTS / "ablations").rglob("semantics/*.json")}
+                 - {TUNED})
 
 REQUIRED = {
     "commit": str, "cpu": str, "cpu_count": int, "versions": dict, "time_utc": str,
@@ -56,7 +58,10 @@ def check_record(r):
     assert all(v >= 0 for v in r["wall_seconds"].values())
     assert r["split_sizes"] == SIZES[r["protocol"]], (r["protocol"], r["split_sizes"])
     assert r["features"]["backbone"] == "tf_efficientnet_lite0"
-    assert r["features"]["input_size"] == 128
+    if r.get("profile") == "paper":  # the GPU profile fine-tunes end to end at 224 px
+        assert r["features"].get("finetune") is True and r["features"]["input_size"] == 224
+    else:  # frozen 128-px features
+        assert r["features"]["input_size"] == 128
     assert r["commit"][:40].isalnum() and len(r["commit"]) in (40, 46), r["commit"]
     if r["best_epoch"] is not None:  # trained: selected on validation, never on queries
         assert "validation" in r["selection"] and 1 <= r["best_epoch"] <= r["epochs"]
@@ -134,3 +139,25 @@ def test_speed_record():
     thr = {r["method"]: r for r in rec["training"]["results"]}
     assert set(thr) == set(matrix.PROFILES["cpu"]["methods"])
     assert all(r["samples_per_s"] is None or r["samples_per_s"] > 0 for r in thr.values())
+
+
+@pytest.mark.skipif(not TUNED.is_dir(), reason="no tuned configurations committed yet")
+def test_tuned_configurations_are_equal_searches_on_validation():
+    """`bench tune` records: the same budget and space rules for every method, scored on
+    validation, from a clean commit; `load_tuned` reads them."""
+    from hashnb.tuning import COMMON, SPACES, load_tuned
+
+    recs = [json.loads(p.read_text()) for p in sorted(TUNED.glob("*.json"))]
+    assert recs
+    budgets = {(r["trials"], r["max_epochs"], r["patience"], r["bits"], r["seed"]) for r in recs}
+    assert len(budgets) == 1, budgets  # equal tuning: one budget for all
+    for r in recs:
+        assert "validation" in r["score"] and r["protocol"] == "cifar10"
+        assert r["split_sizes"] == SIZES["cifar10"]
+        assert set(r["space"]) == set(COMMON) | set(SPACES[r["method_name"]]) - set(r["fixed"])
+        done = [t for t in r["history"] if t["state"] in ("COMPLETE", "PRUNED")]
+        assert len(done) >= r["trials"]
+        best = max(t["value"] for t in r["history"] if t["state"] == "COMPLETE")
+        assert r["best"]["val_map"] == best and 0 < best <= 1
+        assert len(r["commit"]) == 40, r["commit"]  # from committed code
+    assert set(load_tuned(TUNED)) == {r["method"] for r in recs}

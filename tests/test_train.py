@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from hashnb.data import load_dataset, make_split
+from hashnb.data import make_split
 from hashnb.methods import create_method, list_methods
 from hashnb.train import fit, method_from_dataset, run_method
-
-
-@pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    return ds, make_split(ds, seed=0, cache=False)
 
 
 def test_registry_lists_and_rejects():
@@ -223,3 +217,18 @@ def test_batches_carry_train_positions_for_both_data_paths(kind, digits):
         assert spy.seen[0][2][1:] == (3, 32, 32)  # small_cnn's input size
         codes = run.codes("query")
         assert codes.shape == (6, 8) and set(codes.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_patience_stops_early_on_validation_and_keeps_the_best(digits):
+    ds, split = digits
+    run = fit(method_from_dataset("csq", ds, bits=16), ds, split, epochs=200, lr=3e-3,
+              val_every=1, patience=3, progress=False)
+    vals = [h["val_map"] for h in run.history]
+    assert len(run.history) < 200  # stopped early
+    best = max(vals)
+    assert run.best_epoch == vals.index(best) + 1
+    assert len(vals) - run.best_epoch == 3  # exactly `patience` validations without progress
+    assert all(v <= best for v in vals[run.best_epoch:])
+    with pytest.raises(ValueError, match="patience"):
+        fit(method_from_dataset("csq", ds, bits=16), ds, split, epochs=5, patience=2,
+            select="last")

@@ -11,8 +11,10 @@
 from .datasets import (
     CIFAR10_CLASSES, DATASETS, DatasetNotFoundError, HashingDataset, TorchImageDataset,
     labels_fingerprint, load_cifar10, load_dataset, load_digits, load_image_list,
+    load_packed_cifar10, pack_cifar10,
 )
-from .features import extract_features, feature_cache_path, load_features, prepare_batch
+from .features import (ResizeNormalize, extract_features, feature_cache_path, image_transform,
+                       load_features, prepare_batch)
 from .protocols import PROTOCOLS, Split, default_protocol, make_split
 
 __all__ = [
@@ -20,4 +22,5 @@ __all__ = [
     "load_image_list", "TorchImageDataset", "CIFAR10_CLASSES", "DATASETS", "labels_fingerprint",
     "Split", "make_split", "PROTOCOLS", "default_protocol",
     "extract_features", "load_features", "feature_cache_path", "prepare_batch",
+    "ResizeNormalize", "image_transform", "pack_cifar10", "load_packed_cifar10",
 ]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..utils import cache_dir, to_multihot
+from .packed import FORMAT, find_packed, pack_dataset, read_packed
 
 __all__ = [
     "HashingDataset", "DatasetNotFoundError", "load_dataset", "load_digits", "load_cifar10",
@@ -256,11 +257,13 @@ _LAYOUTS_HELP = (
     "'cifar-10-batches-py' folder itself.")
 
 
-def _find_cifar10(path: Path) -> tuple[str, Path] | None:
+def find_cifar10(path: Path) -> tuple[str, Path] | None:
     """Look for a CIFAR-10 copy at ``path`` -> ("npz" | "batches", location) or None."""
     path = Path(path).expanduser()
     if path.is_file():
-        return ("npz", path) if path.suffix == ".npz" else None
+        if path.suffix != ".npz":
+            return None
+        return ("packed", path) if find_packed(path) else ("npz", path)
     if not path.is_dir():
         return None
     if (path / "data_batch_1").is_file() and (path / "test_batch").is_file():
@@ -270,7 +273,8 @@ def _find_cifar10(path: Path) -> tuple[str, Path] | None:
             return "batches", base / "cifar-10-batches-py"
         if (base / "cifar10.npz").is_file():
             return "npz", base / "cifar10.npz"
-    return None
+    packed = find_packed(path)  # a pack-cifar10 file in the folder (cifar10-jpeg.npz)
+    return ("packed", packed) if packed is not None else None
 
 
 def _check_cifar_arrays(x: np.ndarray, y: np.ndarray, what: str, src: Path) -> tuple:
@@ -417,7 +421,7 @@ def load_cifar10(*, root: str | os.PathLike | None = None,
         candidates = ([Path(env)] if env else []) + [cache_dir("data")]
     found = None
     for c in candidates:
-        found = _find_cifar10(c)
+        found = find_cifar10(c)
         if found:
             break
     if found is None:
@@ -434,6 +438,8 @@ def load_cifar10(*, root: str | os.PathLike | None = None,
                 f"load_dataset('cifar10', download=True) (needs internet; HASHNB_DOWNLOAD=0 "
                 f"turns the default download off).")
     fmt, where = found
+    if fmt == "packed":  # JPEG bytes + labels (hashnb.data.packed), decoded with Pillow
+        return load_packed_cifar10(where)
     xtr, ytr, xte, yte, classes = (_read_cifar_npz(where) if fmt == "npz"
                                    else _read_cifar_batches(where))
     if xtr.shape[1:] != xte.shape[1:]:
@@ -587,3 +593,27 @@ class TorchImageDataset(_torch_dataset_base()):
         if self.transform is not None:
             t = self.transform(t)
         return t, torch.from_numpy(self.dataset.labels[j]), j
+
+
+def load_packed_cifar10(path, *, threads: int | None = None):
+    """A packed file (or a folder holding one) as the ``"cifar10"``
+    :class:`~hashnb.data.HashingDataset` (train images first, then test)."""
+    where = find_packed(path)
+    if where is None:
+        raise FileNotFoundError(f"no packed CIFAR-10 ({FORMAT}) at {path}")
+    x, labels, n_train, classes, info = read_packed(where, threads=threads)
+    return HashingDataset(
+        name="cifar10", x=x, labels=to_multihot(labels.astype(np.int64), len(classes)),
+        classes=classes, kind="image",
+        meta={"source": str(where), "format": "jpeg-packed", "jpeg_quality": info["quality"],
+              "n_train": n_train, "n_test": len(x) - n_train})
+
+
+def pack_cifar10(src, out, *, quality: int = 95, subsampling: str = "4:2:0",
+                 max_mib: float | None = 56.0, threads: int | None = None) -> dict:
+    """Pack the CIFAR-10 copy at ``src`` (a folder or file :func:`load_cifar10` reads) into
+    one portable file ``out`` (JPEG bytes + labels; :func:`hashnb.data.packed.pack_dataset`
+    documents the options and the returned figures). ``load_dataset("cifar10", root=out)``
+    reads it back."""
+    return pack_dataset(load_cifar10(root=src, download=False), out, quality=quality,
+                        subsampling=subsampling, max_mib=max_mib, threads=threads, src=src)

@@ -10,7 +10,7 @@ resize to ``input_size`` x ``input_size`` with ``torch.nn.functional.interpolate
 :func:`hashnb.models.backbone_preprocess` ``mean``/``std``, ``channels_last``, then the backbone
 in ``eval()`` under ``torch.inference_mode()``. Images are resized whole (no crop).
 On 2 CPU cores ``tf_efficientnet_lite0`` at 128 px with batch 16 runs ~290 img/s
-(reference/toolchain.md §6): about 4 minutes for CIFAR-10's 60,000 images.
+(measured on this project's machine): about 4 minutes for CIFAR-10's 60,000 images.
 
 Cache format: ``cache_dir("features")/<dataset>-<content fingerprint>-<backbone>-<weights>-
 <size>px-<interpolation>-v1.npy``, **float32** (exact: a cache hit returns bit-identical
@@ -33,10 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..models import backbone_preprocess, create_backbone
 from ..utils import cache_dir, default_device, provenance
 from .datasets import HashingDataset, load_dataset
 
-__all__ = ["extract_features", "load_features", "feature_cache_path", "prepare_batch"]
+__all__ = ["extract_features", "load_features", "feature_cache_path", "prepare_batch",
+           "ResizeNormalize", "image_transform"]
 
 _VERSION = 1
 _INTERPOLATIONS = ("bilinear", "bicubic")
@@ -60,6 +62,60 @@ def feature_cache_path(dataset: HashingDataset, *, backbone: str = "tf_efficient
     return cache_dir("features") / f"{key}.npy"
 
 
+class ResizeNormalize:
+    """Float images in [0, 1], ``(3, H, W)`` or ``(b, 3, H, W)`` -> resized to
+    ``size`` x ``size`` (antialiased; no resize when ``size`` is None or already met,
+    optionally clamped back to [0, 1]) and normalised by ``mean`` and ``std`` per channel.
+
+    The one resize-and-normalise of hashnb: frozen features (:func:`prepare_batch`,
+    bicubic, clamped), the loop's image inputs and fine-tuning
+    (:func:`image_transform`, bilinear). Its ``repr`` is stable: it is part of a cached
+    run's key.
+    """
+
+    def __init__(self, size: int | None, mean: Sequence[float], std: Sequence[float], *,
+                 interpolation: str = "bilinear", clamp: bool = False):
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, "
+                             f"got {interpolation!r}")
+        self.size = None if size is None else int(size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.interpolation, self.clamp = interpolation, bool(clamp)
+
+    def __repr__(self):
+        return (f"ResizeNormalize(size={self.size}, mean={self.mean}, std={self.std}, "
+                f"interpolation={self.interpolation!r}, clamp={self.clamp})")
+
+    def __call__(self, t):
+        import torch
+        import torch.nn.functional as F
+
+        single = t.ndim == 3
+        t = t[None] if single else t
+        if self.size is not None and tuple(t.shape[-2:]) != (self.size, self.size):
+            t = F.interpolate(t, size=(self.size, self.size), mode=self.interpolation,
+                              antialias=True, align_corners=False)
+            if self.clamp:
+                t = t.clamp_(0.0, 1.0)
+        m = torch.tensor(self.mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+        t = (t - m) / s
+        return t[0] if single else t
+
+
+def image_transform(backbone: str, size: int | None = None) -> ResizeNormalize:
+    """:class:`ResizeNormalize` for a backbone of :mod:`hashnb.models`: its mean and std
+    (0.5 when it has none, e.g. a custom module), resized to ``size`` (default: the
+    backbone's input size; no resize when it has none)."""
+    try:
+        pre = backbone_preprocess(backbone)
+    except (ValueError, KeyError):
+        pre = {}
+    return ResizeNormalize(size or pre.get("input_size"), pre.get("mean") or (0.5,) * 3,
+                           pre.get("std") or (0.5,) * 3)
+
+
 def prepare_batch(images, *, input_size: int, mean: Sequence[float], std: Sequence[float],
                   interpolation: str = "bicubic", device=None):
     """uint8 HWC images -> normalised float tensor ``(b, 3, input_size, input_size)``.
@@ -80,18 +136,8 @@ def prepare_batch(images, *, input_size: int, mean: Sequence[float], std: Sequen
     torch.Tensor float32, channels_last memory format.
     """
     import torch
-    import torch.nn.functional as F
 
-    if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
-    size = (int(input_size), int(input_size))
-
-    def resize(t):  # (b, 3, H, W) float in [0, 1]
-        if tuple(t.shape[-2:]) != size:
-            t = F.interpolate(t, size=size, mode=interpolation, antialias=True,
-                              align_corners=False).clamp_(0.0, 1.0)
-        return t
-
+    tf = ResizeNormalize(input_size, mean, std, interpolation=interpolation, clamp=True)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         groups = [images]
     else:
@@ -101,17 +147,13 @@ def prepare_batch(images, *, input_size: int, mean: Sequence[float], std: Sequen
         if g.dtype != np.uint8 or g.ndim != 4 or g.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (b, H, W, 3), got {g.dtype} {g.shape}")
         t = torch.from_numpy(np.ascontiguousarray(g)).to(device)
-        out.append(resize(t.permute(0, 3, 1, 2).float().div_(255.0)))
+        out.append(tf(t.permute(0, 3, 1, 2).float().div_(255.0)))
     x = torch.cat(out) if len(out) > 1 else out[0]
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _build(backbone: str, pretrained: bool, device):
     import torch
-
-    from ..models import create_backbone
 
     if pretrained:
         model = create_backbone(backbone, pretrained=True)
@@ -188,8 +230,6 @@ def extract_features(dataset: HashingDataset, *, backbone: str = "tf_efficientne
     if dataset.kind == "vector":
         return np.asarray(dataset.x, dtype=np.float32)
     import torch
-
-    from ..models import backbone_preprocess
 
     prep = backbone_preprocess(backbone)
     if prep.get("mean") is None or prep.get("std") is None:
@@ -312,8 +352,6 @@ def load_features(name: str | HashingDataset = "cifar10", *,
         return ds
     feats = extract_features(ds, backbone=backbone, input_size=input_size, batch_size=batch_size,
                              device=device, cache=cache, pretrained=pretrained, progress=progress)
-    from ..models import backbone_preprocess
-
     size = int(input_size or backbone_preprocess(backbone)["input_size"])
     meta = {k: v for k, v in ds.meta.items()}
     meta["features"] = dict(

@@ -1,6 +1,7 @@
 """Seeded retrieval protocols: query / train / validation / database index splits.
 
-CIFAR-10 protocols, as the hashing literature uses them (methods.md §1; peers.md §1.2):
+CIFAR-10 protocols, as the hashing literature uses them (DPSH, HashNet, CSQ and ADSH use them;
+the chapters name each paper's):
 
 * ``"cifar10"`` (DeepHash-pytorch "cifar10", P-54k): query 100/class (1,000), train 500/class
   (5,000), database = the other 54,000; query, train and database pairwise disjoint.

@@ -1,7 +1,7 @@
 """CRH's objective (Yin, Yin, Hou, Liu, Chen, Zhang, "Codebook-Centric Deep Hashing:
 End-to-End Joint Learning of Semantic Hash Centers and Neural Hash Function", AAAI 2026,
-arXiv 2511.12162). The official code was not available: this follows the loss as recorded
-in /work/shared/reference/methods.md section 7 (our reconstruction).
+arXiv 2511.12162). The official code was not available: this follows the loss as the paper's abstract
+and secondary summaries describe it (our reconstruction; chapter 4 lists the sources).
 
 Against the *currently assigned* class centers h_c (which the reassignment step moves
 between epochs) the logits are scaled cosines with an additive margin on the true

@@ -3,7 +3,7 @@
 MLH (Ma, Li, Weng, "Mutual Learning for Hashing: Unlocking Strong Hash Functions from Weak
 Supervision", arXiv 2510.07703) trains two hash heads on one backbone,
 ``L = lambda_1 L_C + lambda_2 L_P + lambda_3 L_M`` with reported best (4, 1, 1). Neither the
-paper body nor code was available (reference/methods.md §8); the forms below are
+paper body nor code was available (chapter 5 lists what was); the forms below are
 **our reconstruction** from secondary summaries and the code MLH appears to reuse:
 
 * :func:`center_softmax_bce_loss` -- L_C: probabilities ``P = softmax_c(sqrt(K) cos(u, h_c))``

@@ -12,7 +12,7 @@ and the loss is softmax cross-entropy. Because ||v - b||^2 = 2K (1 - cos(v, b)) 
 ||v|| = sqrt(K), raising the cosine to the true target also shrinks the quantization error,
 so the paper needs no separate quantization term (the code's default weight is 0).
 
-Multi-label data (methods.md section 5): the paper's "label smoothing" cross-entropy, the
+Multi-label data (the paper's multi-label setting): the paper's "label smoothing" cross-entropy, the
 target distribution y / ||y||_1 over the positive labels, with the margin subtracted from
 *every* positive class (the code's ``labels * m``). For one-hot labels this is exactly the
 usual cross-entropy, so one formula serves both cases. (The released ``main.py`` treats only

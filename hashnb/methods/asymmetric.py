@@ -43,15 +43,19 @@ or the released code (default 0: off).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from hashnb.losses.asymmetric import (SIMILARITIES, adsh_loss, adsh_loss_factored, adsh_q,
                                       dcc_update, pool_statistics, similarity, soft_ratio)
-from hashnb.methods.base import HashMethod, _check_bits, register_method
+from hashnb.methods.base import EpochLog, HashMethod, HashOutput, register_method
+from hashnb.models import HashHead
+from hashnb.utils import binarize, check_bits
 
-__all__ = ["ADSH", "MAH"]
+__all__ = ["ADSH", "MAH", "AsymmetricEpochLog"]
 
 POOLS = ("train", "database")
 VARIANTS = ("cascade", "flat")
@@ -66,8 +70,6 @@ class _AsymmetricBase(HashMethod):
 
     def _setup_asym(self, *, lengths, weights, gamma, num_samples, inner_epochs, similarity,
                     pool):
-        if self.num_classes is None or self.num_classes < 1:
-            raise ValueError(f"{type(self).__name__} is supervised: give num_classes")
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         if pool not in POOLS:
@@ -95,9 +97,6 @@ class _AsymmetricBase(HashMethod):
         self._omega_row: torch.Tensor | None = None  # pool row -> row of Omega (-1: none)
         self._u: list[torch.Tensor] = []
         self._r = 1.0
-        self._hparams.update(lengths=list(self.lengths), weights=list(self.weights),
-                             gamma=self.gamma, num_samples=self.num_samples,
-                             inner_epochs=self.inner_epochs, similarity=similarity, pool=pool)
 
     # -- database codes -------------------------------------------------------------------
     def db_codes(self, head: int | None = None) -> torch.Tensor:
@@ -185,10 +184,13 @@ class _AsymmetricBase(HashMethod):
         """Dataset indices of this outer iteration: Omega, ``inner_epochs`` shuffled passes."""
         return self.pool_index.cpu().numpy()[np.concatenate(self._passes)]
 
-    def head_outputs(self, out: dict) -> list[torch.Tensor]:
-        return [out["u"]]
+    @staticmethod
+    def head_outputs(out: HashOutput) -> list[torch.Tensor]:
+        """Relaxed codes of every head, shortest first (one head: the code itself)."""
+        return out.heads if out.heads is not None else [out.u]
 
-    def loss(self, out, batch):
+    def _pool_rows(self, batch) -> torch.Tensor:
+        """Pool rows of the batch's items (``batch["index"]``: dataset indices)."""
         self._need_pool()
         if "index" not in batch:
             raise RuntimeError(f"{type(self).__name__} trains on its own sampled items: "
@@ -197,9 +199,12 @@ class _AsymmetricBase(HashMethod):
         pos = self._lookup(0)[batch["index"].cpu()].to(self._pool_y.device)
         if bool((pos < 0).any()):
             raise RuntimeError("a batch item is outside the training pool")
+        return pos
+
+    def loss(self, out, batch):
+        pos = self._pool_rows(batch)
         single = self._stats is not None and bool((batch["y"].sum(1) == 1).all())
         s = None if single else similarity(batch["y"].float(), self._pool_y, r=self._r)
-        rows = self._omega_row[pos]
         total, logs = 0.0, {}
         for h, (u, w) in enumerate(zip(self.head_outputs(out), self.weights)):
             u = u.float()
@@ -210,8 +215,6 @@ class _AsymmetricBase(HashMethod):
             else:
                 lh, _ = adsh_loss(u, v, s, v[pos], gamma=self.gamma)
             total = total + w * lh
-            with torch.no_grad():
-                self._u[h][rows] = u.detach()
             if len(self.lengths) > 1:
                 logs[f"loss_{self.lengths[h]}b"] = float(lh.detach())
         extra, elogs = self.extra_loss(out)
@@ -224,18 +227,36 @@ class _AsymmetricBase(HashMethod):
         return None, {}
 
     @torch.no_grad()
-    def on_epoch_end(self, epoch: int, ctx) -> None:
+    def on_batch_end(self, out, batch) -> None:
+        """Record the outputs U of Omega's items (the V-step's input), as the released code
+        does during its last inner pass."""
+        rows = self._omega_row[self._pool_rows(batch)]
+        for h, u in enumerate(self.head_outputs(out)):
+            self._u[h][rows] = u.detach().float()
+
+    @torch.no_grad()
+    def on_epoch_end(self, epoch: int, ctx) -> "AsymmetricEpochLog":
         """V-step: one DCC sweep per head over all bit columns (ADSH's closed form)."""
         self._need_pool()
         y_om = self._pool_y[self._omega]
-        logs = {}
+        flips = {}
         for h in range(len(self.lengths)):
             v = self.db_codes(h)
             old = v.clone()
             q = adsh_q(self._u[h], y_om, self._pool_y, self._omega, gamma=self.gamma, r=self._r)
             dcc_update(v, self._u[h], q)
-            logs[f"v_flip_{self.lengths[h]}b"] = float((old != v).float().mean())
-        ctx.extras["epoch_logs"] = {**ctx.extras.get("epoch_logs", {}), **logs}
+            flips[self.lengths[h]] = float((old != v).float().mean())
+        return AsymmetricEpochLog(v_flip=flips)
+
+
+@dataclass
+class AsymmetricEpochLog(EpochLog):
+    """Fraction of database-code bits the V-step flipped, per code length; recorded in the
+    history as ``v_flip_<K>b``."""
+    v_flip: dict
+
+    def record(self) -> dict:
+        return {f"v_flip_{k}b": v for k, v in self.v_flip.items()}
 
 
 @register_method("adsh")
@@ -288,7 +309,7 @@ class MAH(_AsymmetricBase):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         lengths = (self.bits, 2 * self.bits, 4 * self.bits) if lengths is None else lengths
-        lengths = tuple(sorted(_check_bits(int(k)) for k in lengths))
+        lengths = tuple(sorted(check_bits(k) for k in lengths))
         if len(set(lengths)) != len(lengths) or self.bits not in lengths:
             raise ValueError(f"lengths must be distinct and contain bits={self.bits}, "
                              f"got {lengths}")
@@ -303,9 +324,7 @@ class MAH(_AsymmetricBase):
         self.variant = variant
         self.distill = float(distill)
         feat = self.model.head.in_dim
-        hidden = tuple(self._hparams["head_hidden"])
-        from hashnb.models import HashHead
-
+        hidden = self.head_options["hidden"]
         if variant == "flat":  # parallel heads on the shared features
             self.heads = nn.ModuleList(HashHead(feat, k, hidden=hidden) for k in lengths)
         else:  # longest from the features; each shorter from the next longer's logits
@@ -317,10 +336,9 @@ class MAH(_AsymmetricBase):
         self._setup_asym(lengths=lengths, weights=weights, gamma=gamma,
                          num_samples=num_samples, inner_epochs=inner_epochs,
                          similarity=similarity, pool=pool)
-        self._hparams.update(variant=variant, distill=self.distill)
 
-    def forward(self, x):
-        f = self.model.backbone(self.input_norm(x))
+    def forward(self, x) -> HashOutput:
+        f = self.features(x)
         if self.variant == "flat":
             zs = [head.preactivation(f) for head in self.heads]
         else:
@@ -329,15 +347,12 @@ class MAH(_AsymmetricBase):
             for h in range(len(self.lengths) - 2, -1, -1):
                 zs[h] = self.heads[h](zs[h + 1])
         us = [torch.tanh(z) for z in zs]
-        return {"z": zs[self.primary], "u": us[self.primary], "heads": us}
-
-    def head_outputs(self, out):
-        return out["heads"]
+        return HashOutput(z=zs[self.primary], u=us[self.primary], heads=us)
 
     def extra_loss(self, out):
         if self.distill <= 0:
             return None, {}
-        us = [u.float() for u in out["heads"]]
+        us = [u.float() for u in out.heads]
         term = 0.0
         for h in range(len(us) - 1):
             short = us[h] @ us[h].T / self.lengths[h]
@@ -348,10 +363,8 @@ class MAH(_AsymmetricBase):
     @torch.no_grad()
     def encode_heads(self, x, *, batch_size: int = 1024, device=None) -> list[torch.Tensor]:
         """Forward-pass codes of every head (list of (n, K_h) float {-1, +1}, shortest first)."""
-        from hashnb.utils import binarize
-
         chunks = self.eval_chunks(x, lambda xb: [binarize(u.float()).cpu()
-                                                 for u in self(xb)["heads"]],
+                                                 for u in self(xb).heads],
                                   batch_size=batch_size, device=device)
         if not chunks:  # no rows: one empty (0, K_h) array per head, as encode gives
             return [torch.empty(0, k) for k in self.lengths]

@@ -25,8 +25,8 @@ classes that the network maps close together can take nearby codes.
 * Loss: margin-cosine cross-entropy against the assigned centers plus tanh quantization
   (:func:`hashnb.losses.crh.crh_loss`).
 
-**Our reconstruction.** Neither the paper's full text nor its code was available (sources
-and their certainty: /work/shared/reference/methods.md section 7). Guessed or adapted here,
+**Our reconstruction.** Neither the paper's full text nor its code was available (chapter 4
+lists the sources and how certain each detail is). Guessed or adapted here,
 each a constructor switch: how "large distances" are obtained when sampling the codebook
 (best of ``codebook_trials`` uniform draws by minimum then mean distance); the initial
 assignment (uniformly random, per head); the codebook seed (the run's seed unless
@@ -43,25 +43,17 @@ whose center moved), and in the first record ``assignment_init``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from hashnb.centers import center_report, crh_codebook, crh_head_bits, match_classes_to_codes
+from hashnb.centers import crh_codebook, crh_head_bits, match_classes_to_codes
 from hashnb.losses.crh import crh_loss, crh_scale
-from hashnb.methods.base import HashMethod, SingleItemBatchNorm, register_method
+from hashnb.methods.base import EpochLog, HashMethod, SingleItemBatchNorm, register_method
 from hashnb.utils import binarize
 
-__all__ = ["CRH", "center_semantics"]
-
-if __name__ == "__main__":  # pragma: no cover - CLI; runs the registered copy of this module
-    import sys
-
-    from hashnb.methods import crh as _registered
-
-    if len(sys.argv) < 2 or sys.argv[1] != "semantics":
-        raise SystemExit("usage: python -m hashnb.methods.crh semantics --out FILE [...]")
-    _registered._semantics_cli(sys.argv[2:])
-    raise SystemExit(0)
+__all__ = ["CRH", "CRHEpochLog"]
 
 _REASSIGN = ("hungarian", "greedy", "none")
 
@@ -103,8 +95,6 @@ class CRH(SingleItemBatchNorm, HashMethod):
                  center_seed: int | None = None, codebook_trials: int = 200,
                  head_batchnorm: bool = True, **kw):
         super().__init__(bits=bits, num_classes=num_classes, head_batchnorm=head_batchnorm, **kw)
-        if num_classes is None or num_classes < 1:
-            raise ValueError("CRH is supervised: give num_classes")
         if reassign not in _REASSIGN:
             raise ValueError(f"reassign must be one of {_REASSIGN}, got {reassign!r}")
         C, K = int(num_classes), self.bits
@@ -151,11 +141,6 @@ class CRH(SingleItemBatchNorm, HashMethod):
         self._seed_used = 0 if center_seed is None else int(center_seed)
         self._reset_stats()
         self.last_cost: np.ndarray | None = None  # (H, C, M) cost of the latest step
-        self._hparams.update(reassign=reassign, heads=heads, codebook_size=M,
-                             reassign_until=self.reassign_until,
-                             reassign_every=self.reassign_every, margin=self.margin,
-                             scale=scale, quant_weight=quant_weight, center_seed=center_seed,
-                             codebook_trials=self.codebook_trials)
 
     # -- codebook and centers -------------------------------------------------------------
     def _draw(self, seed: int) -> None:
@@ -169,14 +154,12 @@ class CRH(SingleItemBatchNorm, HashMethod):
         self.codebook = torch.from_numpy(cb).to(dev)
         self.assignment = torch.from_numpy(asg).long().to(dev)
         self._update_centers()
+        self._moved = False  # the assignment is the initial one of this draw
 
     def _update_centers(self) -> None:
         H = self.num_heads
         parts = [self.codebook[h][self.assignment[h]] for h in range(H)]  # H x (C, d)
         self.centers = torch.cat(parts, dim=1).to(self.centers.dtype)
-
-    def center_report(self) -> dict:
-        return center_report(self.centers.cpu().numpy())
 
     def center_similarity(self) -> np.ndarray:
         """(C, C) cosine similarity of the current centers, 1 - 2 d_H / K."""
@@ -228,135 +211,52 @@ class CRH(SingleItemBatchNorm, HashMethod):
             for h in range(self.num_heads)])
         self.assignment = torch.from_numpy(new).long().to(self.assignment.device)
         self._update_centers()
+        self._moved = True
         return int((self.centers != old).any(1).sum())
 
     # -- hooks ----------------------------------------------------------------------------
     def on_train_start(self, ctx) -> None:
         super().on_train_start(ctx)
-        if self.center_seed is None:
-            self._seed_used = int(ctx.seed)
+        if self.center_seed is None and (self._seed_used != int(ctx.seed) or self._moved):
+            self._seed_used = int(ctx.seed)  # the run's seed (drawn at construction for 0)
             self._draw(self._seed_used)
         if self.quant_weight_setting == "auto":
             multi = bool((ctx.train_y.sum(1) > 1).any())
             self.quant_weight = 0.0 if multi else 0.1
 
-    def on_epoch_start(self, epoch: int, ctx) -> None:
+    def on_epoch_start(self, epoch: int, ctx) -> "CRHEpochLog | None":
         self._reset_stats()
         if epoch == 0:
-            ctx.extras.setdefault("epoch_logs", {})["assignment_init"] = \
-                self.assignment.cpu().tolist()
+            return CRHEpochLog(assignment_init=self.assignment.cpu().tolist())
+        return None
 
-    def on_epoch_end(self, epoch: int, ctx) -> None:
-        logs = ctx.extras.setdefault("epoch_logs", {})
+    @torch.no_grad()
+    def on_batch_end(self, out, batch) -> None:
+        """Collect the step's training codes per class for the next reassignment."""
+        if self.reassign != "none":
+            self._collect(out.z.float(), batch["y"])
+
+    def on_epoch_end(self, epoch: int, ctx) -> "CRHEpochLog":
         moved, ran = 0, self.scheduled(epoch)
         if ran:
-            if getattr(ctx, "world", 1) > 1:
-                import torch.distributed as dist
-
-                for t in (self._sum, self._weight):
-                    buf = t.to(ctx.device)
-                    dist.all_reduce(buf)
-                    t.copy_(buf.cpu())
+            for t in (self._sum, self._weight):  # every rank's codes (a no-op on one process)
+                ctx.all_reduce_(t)
             moved = self.reassign_centers(epoch)
-        logs.update(reassigned=int(ran), centers_changed=moved,
-                    assignment=self.assignment.cpu().tolist())
         self._reset_stats()
+        return CRHEpochLog(reassigned=int(ran), centers_changed=moved,
+                           assignment=self.assignment.cpu().tolist())
 
-    # -- forward / loss -------------------------------------------------------------------
+    # -- loss -----------------------------------------------------------------------------
     def loss(self, out, batch):
-        z = out["z"].float()
-        if self.training and self.reassign != "none":
-            self._collect(z, batch["y"])
-        return crh_loss(z, batch["y"], self.centers, s=self.s, m=self.margin,
+        return crh_loss(out.z.float(), batch["y"], self.centers, s=self.s, m=self.margin,
                         quant_weight=self.quant_weight)
 
 
-def center_semantics(centers: np.ndarray, features: np.ndarray, labels: np.ndarray,
-                     class_names: list[str] | None = None) -> dict:
-    """How well center similarity follows class similarity in feature space.
-
-    Parameters
-    ----------
-    centers : (C, K) +-1 class centers. features : (n, D) inputs (e.g. frozen features).
-    labels : (n, C) multi-hot. class_names : optional names for the pair table.
-
-    Returns
-    -------
-    dict with ``center_sim`` (C, C) = 1 - 2 d_H / K, ``feature_sim`` (C, C) cosine of the
-    class-mean features (features centred by their overall mean first), ``pearson`` and
-    ``spearman`` correlations over the C(C-1)/2 class pairs, and ``hamming`` (C, C).
-    """
-    from scipy.stats import pearsonr, spearmanr
-
-    centers = np.asarray(centers, dtype=np.float64)
-    x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    if x.shape[0] != y.shape[0] or y.shape[1] != centers.shape[0]:
-        raise ValueError(f"features (n, D), labels (n, C) and centers (C, K) must agree; got "
-                         f"{x.shape}, {y.shape}, {centers.shape}")
-    x = x - x.mean(0)
-    means = (y.T @ x) / np.maximum(y.sum(0), 1)[:, None]
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    fsim = means @ means.T
-    K = centers.shape[1]
-    csim = centers @ centers.T / K
-    iu = np.triu_indices(len(centers), 1)
-    out = {"center_sim": csim.tolist(), "feature_sim": fsim.tolist(),
-           "hamming": ((K - centers @ centers.T) / 2).round().astype(int).tolist(),
-           "pearson": float(pearsonr(csim[iu], fsim[iu])[0]),
-           "spearman": float(spearmanr(csim[iu], fsim[iu])[0])}
-    if class_names is not None:
-        out["class_names"] = list(class_names)
-    return out
-
-
-def _semantics_cli(argv=None) -> None:
-    """``python -m hashnb.methods.crh semantics``: center vs feature similarity of the
-    trained CRH runs of the ablation (loaded from the run cache when the benchmark already
-    trained them, trained otherwise), written to one small JSON for the book."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from hashnb.data import load_dataset, load_features, make_split
-    from hashnb.matrix import parse_method_spec
-    from hashnb.train import run_method
-    from hashnb.utils import provenance
-
-    p = argparse.ArgumentParser(prog="python -m hashnb.methods.crh semantics")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--methods", nargs="+", default=["crh:reassign=none,heads=1",
-                                                    "crh:reassign=hungarian,heads=1",
-                                                    "crh:reassign=greedy,heads=1",
-                                                    "crh:reassign=hungarian"])
-    p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=None, help="as given to hashnb.bench run")
-    p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
-    ds = load_dataset(a.dataset)
-    if ds.kind == "image":
-        ds = load_features(ds, backbone="tf_efficientnet_lite0", input_size=128)
-    names = list(ds.classes)
-    rows = []
-    for spec in a.methods:
-        name, mkw = parse_method_spec(spec)
-        for b in a.bits:
-            for seed in a.seeds:
-                split = make_split(ds, None, seed=seed)
-                run = run_method(name, ds, split, bits=b, seed=seed, epochs=a.epochs,
-                                 progress=False, method_kwargs=mkw)
-                tr = np.asarray(split.train)
-                sem = center_semantics(run.method.centers.cpu().numpy(), ds.x[tr],
-                                       ds.labels[tr], names)
-                rows.append({"method": spec, "bits": b, "seed": seed,
-                             "protocol": split.protocol, "epochs": a.epochs,
-                             "best_epoch": run.best_epoch,
-                             "centers_changed": [h.get("centers_changed", 0)
-                                                 for h in run.history],
-                             **sem})
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(provenance(dataset=ds.name, features=(ds.meta or {}).get("features"),
-                                         results=rows), indent=1))
-    print(f"wrote {out} ({len(rows)} runs)")
+@dataclass
+class CRHEpochLog(EpochLog):
+    """History records of CRH: the assignment before training (first epoch), whether the
+    step ran, how many class centers moved, and the assignment (H, C) after the epoch."""
+    assignment_init: list | None = None
+    reassigned: int | None = None
+    centers_changed: int | None = None
+    assignment: list | None = None

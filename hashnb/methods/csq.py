@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hashnb.centers import center_report, csq_centers, multilabel_targets
+from hashnb.centers import csq_centers, multilabel_targets
 from hashnb.losses.central import csq_loss
 from hashnb.methods.base import HashMethod, register_method
 
@@ -35,20 +35,10 @@ class CSQ(HashMethod):
     def __init__(self, *, bits: int, num_classes: int, quant_weight: float = 0.05,
                  centers: np.ndarray | None = None, center_seed: int = 0, **kw):
         super().__init__(bits=bits, num_classes=num_classes, **kw)
-        if num_classes is None or num_classes < 1:
-            raise ValueError("CSQ is supervised: give num_classes")
-        if centers is None:
-            centers = csq_centers(num_classes, self.bits, seed=center_seed)
-        centers = np.asarray(centers, dtype=np.float32)
-        if centers.shape != (num_classes, self.bits) or not np.isin(centers, (-1, 1)).all():
-            raise ValueError(f"centers must be a +-1 array of shape ({num_classes}, {self.bits})")
-        self.register_buffer("centers", torch.from_numpy(centers))
+        self.fixed_centers(csq_centers(num_classes, self.bits, seed=center_seed)
+                           if centers is None else centers)
         self.quant_weight = quant_weight
         self.center_seed = center_seed
-        self._hparams.update(quant_weight=quant_weight, center_seed=center_seed)
-
-    def center_report(self) -> dict:
-        return center_report(self.centers.cpu().numpy())
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """Per-item centers; single-label rows select their class's center directly."""
@@ -58,4 +48,4 @@ class CSQ(HashMethod):
         return torch.from_numpy(t).to(y.device)
 
     def loss(self, out, batch):
-        return csq_loss(out["z"].float(), self.targets(batch["y"]), quant_weight=self.quant_weight)
+        return csq_loss(out.z.float(), self.targets(batch["y"]), quant_weight=self.quant_weight)

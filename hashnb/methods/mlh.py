@@ -7,7 +7,7 @@ and two hash heads: a **center branch** (strong: class centers) and a **pairwise
 relaxed codes of the same image; retrieval uses the center branch.
 
 Only the abstract, a figure caption and AI-written summaries of the paper were available,
-and no code (reference/methods.md §8). Everything marked **(our reconstruction)** below is
+and no code (chapter 5 lists the sources). Everything marked **(our reconstruction)** below is
 a guess made as faithfully as we could, and each is a constructor switch:
 
 * losses (:mod:`hashnb.losses.mlh`): L_C = BCE on softmax(sqrt(K) cos(u, h_c)) plus
@@ -33,10 +33,11 @@ import torch
 
 from hashnb.centers import center_report, gilbert_varshamov_distance, make_centers, max_distance_centers
 from hashnb.losses.mlh import mlh_loss
-from hashnb.methods.base import HashMethod, register_method
+from hashnb.methods.base import BranchOutput, HashMethod, HashOutput, register_method
+from hashnb.models import HashExperts, HashHead
 from hashnb.utils import binarize
 
-__all__ = ["MLH", "gv_centers", "evaluate_branches", "BranchValidation"]
+__all__ = ["MLH", "gv_centers"]
 
 _BRANCHES = {"both": ("center", "pairwise"), "center": ("center",), "pairwise": ("pairwise",)}
 
@@ -80,13 +81,14 @@ class MLH(HashMethod):
     eta : DPSH quantization weight (per item eta / N_train), 10 (DPSH port, CIFAR-10).
     scale : softmax scale of the center loss, default sqrt(K).
     encode_branch : "auto" (center when active, else pairwise), "center" or "pairwise":
-        the codes :meth:`encode` and ``forward(x)["u"]`` give (and validation selects on).
+        the codes :meth:`encode` and ``forward(x).u`` give (and validation selects on).
 
-    ``forward(x)`` returns ``z``/``u`` of the retrieval branch plus ``u_center``,
-    ``u_pair`` (active branches), ``gates_center``/``gates_pair`` (n, E) routing weights
-    and ``balance`` (with experts: the load-balancing terms of the active branches' gates,
-    summed, so 2 means uniform routing in both gates of a two-branch model). Per-epoch mean gate weights appear in the history as
-    ``usage_center_e0``, ``usage_pair_e0``, ...
+    ``forward(x)`` returns a :class:`~hashnb.methods.base.HashOutput`: ``z``/``u`` of the
+    retrieval branch, ``branches`` (``"center"``/``"pairwise"`` -> ``BranchOutput`` with
+    ``z``, ``u`` and, with experts, the (n, E) routing weights ``gates``) and ``balance``
+    (with experts: the load-balancing terms of the active branches' gates, summed, so 2
+    means uniform routing in both gates of a two-branch model). Per-epoch mean gate
+    weights appear in the history as ``usage_center_e0``, ``usage_pair_e0``, ...
     """
 
     default_epochs = 30  # as CSQ; chapter 5: ablation at 15 epochs, core variants again at 30
@@ -101,10 +103,6 @@ class MLH(HashMethod):
                  center_seed: int = 0, quant_weight: float = 1e-4, eta: float = 10.0,
                  scale: float | None = None, encode_branch: str = "auto", **kw):
         super().__init__(bits=bits, num_classes=num_classes, **kw)
-        from hashnb.models import HashExperts, HashHead
-
-        if num_classes is None or num_classes < 1:
-            raise ValueError("MLH is supervised: give num_classes (the label dimension C)")
         if branches not in _BRANCHES:
             raise ValueError(f"branches must be one of {sorted(_BRANCHES)}, got {branches!r}")
         if encode_branch not in ("auto", "center", "pairwise"):
@@ -120,7 +118,6 @@ class MLH(HashMethod):
             raise ValueError("loss weights must be >= 0")
         experts = int(experts)
         feat_dim = self.model.head.in_dim
-        hp = self._hparams
         if experts > 0:
             self.moe = HashExperts(feat_dim, int(expert_dim), experts=experts, top_k=top_k,
                                    branches=("center", "pairwise"),
@@ -130,21 +127,12 @@ class MLH(HashMethod):
         else:
             self.moe = None
             head_in = feat_dim
-        heads = dict(hidden=tuple(hp["head_hidden"]), batchnorm=hp["head_batchnorm"],
-                     dropout=hp["head_dropout"])
-        self.model.head = HashHead(head_in, self.bits, **heads)  # the center head
-        self.pair_head = HashHead(head_in, self.bits, **heads)
-
+        self.model.head = HashHead(head_in, self.bits, **self.head_options)  # the center head
+        self.pair_head = HashHead(head_in, self.bits, **self.head_options)
         if isinstance(centers, str):
-            c = (gv_centers(num_classes, self.bits, seed=center_seed) if centers == "gv"
-                 else make_centers(centers, num_classes, self.bits, seed=center_seed))
-            centers_name = centers
-        else:
-            c, centers_name = centers, "array"
-        c = np.asarray(c, dtype=np.float32)
-        if c.shape != (num_classes, self.bits) or not np.isin(c, (-1, 1)).all():
-            raise ValueError(f"centers must be a +-1 array of shape ({num_classes}, {self.bits})")
-        self.register_buffer("centers", torch.from_numpy(c))
+            centers = (gv_centers(num_classes, self.bits, seed=center_seed) if centers == "gv"
+                       else make_centers(centers, num_classes, self.bits, seed=center_seed))
+        self.fixed_centers(centers)
 
         self.lambdas = (float(lambda_center), float(lambda_pair), float(lambda_mutual))
         self.branches, self.stop_grad = branches, bool(stop_grad)
@@ -153,54 +141,45 @@ class MLH(HashMethod):
         self.quant_weight, self.eta, self.scale = float(quant_weight), float(eta), scale
         self.encode_branch = (self.active[0] if encode_branch == "auto" else encode_branch)
         self.n_train: int | None = None
-        hp.update(lambda_center=self.lambdas[0], lambda_pair=self.lambdas[1],
-                  lambda_mutual=self.lambdas[2], branches=branches, stop_grad=self.stop_grad,
-                  experts=experts, top_k=self.top_k, balance_weight=self.balance_weight,
-                  expert_dim=self.expert_dim, expert_activation=expert_activation,
-                  centers=centers_name, center_seed=center_seed,
-                  quant_weight=self.quant_weight, eta=self.eta, scale=scale,
-                  encode_branch=encode_branch)
 
     # -- model ------------------------------------------------------------------------
     def _heads(self):
         return {"center": self.model.head, "pairwise": self.pair_head}
 
-    def forward(self, x: torch.Tensor, *, branches=None) -> dict:
-        f = self.model.backbone(self.input_norm(x)).flatten(1)
+    def forward(self, x: torch.Tensor, *, branches=None) -> HashOutput:
+        f = self.features(x).flatten(1)
         names = self.active if branches is None else tuple(branches)
         if self.encode_branch not in names:
             names = names + (self.encode_branch,)
         outs = self.moe.expert_outputs(f) if self.moe is not None else None
-        res: dict = {}
+        res: dict[str, BranchOutput] = {}
         balance = f.new_zeros(())
         for b in names:
-            h = f
+            h, gates = f, None
             if self.moe is not None:
                 h, info = self.moe(f, b, outputs=outs)
-                res["gates_" + _key(b)] = info["weights"]
+                gates = info["weights"]
                 balance = balance + info["balance"]
             z = self._heads()[b].preactivation(h)
-            res["z_" + _key(b)], res["u_" + _key(b)] = z, torch.tanh(z)
-        res["balance"] = balance
-        k = _key(self.encode_branch)
-        res["z"], res["u"] = res["z_" + k], res["u_" + k]
-        return res
+            res[b] = BranchOutput(z=z, u=torch.tanh(z), gates=gates)
+        main = res[self.encode_branch]
+        return HashOutput(z=main.z, u=main.u, branches=res, balance=balance)
 
     def on_train_start(self, ctx) -> None:
         super().on_train_start(ctx)
         self.n_train = len(ctx.train_y)
 
     def loss(self, out, batch):
-        uc = out["u_center"] if "center" in self.active else None
-        up = out["u_pair"] if "pairwise" in self.active else None
+        uc = out.branches["center"].u if "center" in self.active else None
+        up = out.branches["pairwise"].u if "pairwise" in self.active else None
         loss, logs = mlh_loss(uc, up, batch["y"], self.centers, lambdas=self.lambdas,
                               quant_weight=self.quant_weight, eta=self.eta,
                               n_train=self.n_train, stop_grad=self.stop_grad, scale=self.scale)
         if self.moe is not None:
-            loss = loss + self.balance_weight * out["balance"]
-            logs["balance"] = float(out["balance"].detach())
-            for b in self.active:
-                w = out["gates_" + _key(b)].detach().float().mean(0)
+            loss = loss + self.balance_weight * out.balance
+            logs["balance"] = float(out.balance.detach())
+            for b in self.active:  # mean gate weight per expert: the history's usage curves
+                w = out.branches[b].gates.detach().float().mean(0)
                 for e, v in enumerate(w.tolist()):
                     logs[f"usage_{_key(b)}_e{e}"] = v
         return loss, logs
@@ -213,7 +192,7 @@ class MLH(HashMethod):
             return super().encode(x, batch_size=batch_size, device=device)
         if branch not in ("center", "pairwise"):
             raise ValueError(f"branch must be 'center' or 'pairwise', got {branch!r}")
-        return self._collect(x, "u_" + _key(branch), batch_size, device, branch, binary=True)
+        return self._collect(x, "u", batch_size, device, branch, binary=True)
 
     @torch.no_grad()
     def gate_weights(self, x, *, branch: str = "center", batch_size: int = 1024, device=None):
@@ -222,73 +201,15 @@ class MLH(HashMethod):
             raise ValueError("this MLH has no expert module (experts=0): no gates to read")
         if branch not in ("center", "pairwise"):
             raise ValueError(f"branch must be 'center' or 'pairwise', got {branch!r}")
-        return self._collect(x, "gates_" + _key(branch), batch_size, device, branch, binary=False)
+        return self._collect(x, "gates", batch_size, device, branch, binary=False)
 
-    def _collect(self, x, key, batch_size, device, branch, *, binary):
+    def _collect(self, x, field, batch_size, device, branch, *, binary):
         def take(xb):
-            v = self(xb, branches=(branch,))[key].float()
+            v = getattr(self(xb, branches=(branch,)).branches[branch], field).float()
             return (binarize(v) if binary else v).cpu()
 
         return torch.cat(self.eval_chunks(x, take, batch_size=batch_size, device=device))
 
-    def center_report(self) -> dict:
-        return center_report(self.centers.cpu().numpy())
-
 
 def _key(branch: str) -> str:
     return "pair" if branch == "pairwise" else branch
-
-
-def evaluate_branches(run, *, R: int | None = None) -> dict:
-    """Query-vs-database metrics of each trained branch of an MLH :class:`~hashnb.train.Run`.
-
-    Returns ``{"center": metrics, "pairwise": metrics}`` (active branches only), both from
-    the weights the run selected (best validation mAP of its ``encode_branch``).
-    """
-    m = run.method
-    if not isinstance(m, MLH):
-        raise ValueError(f"evaluate_branches needs an MLH run, got {type(m).__name__}")
-    keep, codes = m.encode_branch, dict(run._codes)
-    out = {}
-    try:
-        for b in m.active:
-            m.encode_branch = b
-            run._codes.clear()
-            out[b] = run.evaluate(R=R)
-    finally:
-        m.encode_branch = keep
-        run._codes.clear()
-        run._codes.update(codes)
-    return out
-
-
-class BranchValidation:
-    """Training callback: validation mAP of *each* active branch every ``every`` epochs.
-
-    Adds ``val_center`` / ``val_pair`` to the epoch's history record (validation queries
-    against the training items, like the loop's own ``val_map``), so both branches'
-    curves can be drawn together. Selection is untouched: the loop still selects on
-    ``encode_branch``. Use as ``fit(..., callbacks=[BranchValidation(5)])``.
-    """
-
-    def __init__(self, every: int = 5):
-        if int(every) < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.every = int(every)
-
-    def __call__(self, ctx) -> None:
-        from hashnb.metrics import mean_average_precision
-
-        m = ctx.method
-        last = ctx.epoch + 1 == ctx.epochs
-        if not isinstance(m, MLH) or ((ctx.epoch + 1) % self.every and not last):
-            return
-        if ctx.split.val is None or len(ctx.split.val) == 0:
-            return
-        xv = torch.as_tensor(np.asarray(ctx.dataset.x[ctx.split.val]), dtype=torch.float32)
-        xt = torch.as_tensor(np.asarray(ctx.dataset.x[ctx.split.train]), dtype=torch.float32)
-        yv = torch.as_tensor(np.asarray(ctx.dataset.labels[ctx.split.val]), dtype=torch.float32)
-        for b in m.active:
-            q = m.encode(xv, branch=b, device=ctx.device)
-            db = m.encode(xt, branch=b, device=ctx.device)
-            ctx.history[-1]["val_" + _key(b)] = float(mean_average_precision(q, db, yv, ctx.train_y))

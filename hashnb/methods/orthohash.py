@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from hashnb.centers import center_report, make_centers
+from hashnb.centers import make_centers
 from hashnb.losses.orthohash import orthohash_loss
 from hashnb.methods.base import HashMethod, SingleItemBatchNorm, register_method
 
@@ -77,8 +77,6 @@ class OrthoHash(SingleItemBatchNorm, HashMethod):
                  centers: np.ndarray | None = None, center_seed: int = 0,
                  head_batchnorm: bool = True, **kw):
         super().__init__(bits=bits, num_classes=num_classes, head_batchnorm=head_batchnorm, **kw)
-        if num_classes is None or num_classes < 1:
-            raise ValueError("OrthoHash is supervised: give num_classes")
         if margin_type not in ("cos", "arc"):
             raise ValueError(f"margin_type must be 'cos' or 'arc', got {margin_type!r}")
         if quant_type not in ("cs", "l1", "l2"):
@@ -94,35 +92,22 @@ class OrthoHash(SingleItemBatchNorm, HashMethod):
             s = float(scale)
         if not s > 0:
             raise ValueError(f"scale must be > 0, got {scale!r}")
-        if centers is None:
-            centers = make_centers(centers_kind, num_classes, self.bits, seed=center_seed)
-            kind = centers_kind
-        else:
-            kind = "custom"
-        centers = np.asarray(centers, dtype=np.float32)
-        if centers.shape != (num_classes, self.bits) or not np.isin(centers, (-1, 1)).all():
-            raise ValueError(f"centers must be a +-1 array of shape ({num_classes}, {self.bits})")
-        self.register_buffer("centers", torch.from_numpy(centers))
+        self.fixed_centers(make_centers(centers_kind, num_classes, self.bits, seed=center_seed)
+                           if centers is None else centers)
         self.s = s
         self.margin = float(margin)
         self.margin_type = margin_type
         self.quant_weight = float(quant_weight)
         self.quant_type = quant_type
-        self.centers_kind = kind
+        self.centers_kind = "custom" if centers is not None else centers_kind
         self.center_seed = center_seed
-        self._hparams.update(scale=scale, margin=self.margin, margin_type=margin_type,
-                             quant_weight=self.quant_weight, quant_type=quant_type,
-                             centers_kind=kind, center_seed=center_seed)
 
-    def center_report(self) -> dict:
-        return center_report(self.centers.cpu().numpy())
-
-    def logits(self, out: dict) -> torch.Tensor:
+    def logits(self, out) -> torch.Tensor:
         """Cosine similarity (n, C) of each item's v with every class target (no scale)."""
-        v = torch.nn.functional.normalize(out["z"].float(), dim=1)
+        v = torch.nn.functional.normalize(out.z.float(), dim=1)
         return v @ torch.nn.functional.normalize(self.centers, dim=1).T
 
     def loss(self, out, batch):
-        return orthohash_loss(out["z"].float(), batch["y"], self.centers, s=self.s, m=self.margin,
+        return orthohash_loss(out.z.float(), batch["y"], self.centers, s=self.s, m=self.margin,
                               quant_weight=self.quant_weight, quant_type=self.quant_type,
                               margin_type=self.margin_type)

@@ -24,15 +24,10 @@ import math
 import torch
 
 from hashnb.losses.pairwise import dpsh_loss, hashnet_loss
-from hashnb.methods.base import HashMethod, register_method
+from hashnb.methods.base import HashMethod, HashOutput, register_method
 from hashnb.utils import binarize
 
 __all__ = ["DPSH", "HashNet"]
-
-
-def _need_classes(name, num_classes):
-    if num_classes is None or num_classes < 1:
-        raise ValueError(f"{name} is supervised: give num_classes (the label dimension C)")
 
 
 @register_method("dpsh")
@@ -72,7 +67,6 @@ class DPSH(HashMethod):
     def __init__(self, *, bits: int, num_classes: int, eta: float = 10.0,
                  memory_bank: bool = False, relax: str = "linear", **kw):
         super().__init__(bits=bits, num_classes=num_classes, **kw)
-        _need_classes("DPSH", num_classes)
         if relax not in ("linear", "tanh"):
             raise ValueError(f"relax must be 'linear' or 'tanh', got {relax!r}")
         if eta < 0:
@@ -83,12 +77,10 @@ class DPSH(HashMethod):
         self.n_train: int | None = None  # training-set size, set in on_train_start
         self.bank_u: torch.Tensor | None = None  # (n_train, K), set in on_train_start
         self.bank_y: torch.Tensor | None = None  # (n_train, C)
-        self._hparams.update(eta=self.eta, memory_bank=self.memory_bank, relax=relax)
 
-    def forward(self, x):
-        x = self.input_norm(x)
-        z = self.model.head.preactivation(self.model.backbone(x))
-        return {"z": z, "u": z if self.relax == "linear" else torch.tanh(z)}
+    def forward(self, x) -> HashOutput:
+        z = self.model.head.preactivation(self.features(x))
+        return HashOutput(z=z, u=z if self.relax == "linear" else torch.tanh(z))
 
     def on_train_start(self, ctx) -> None:
         super().on_train_start(ctx)
@@ -99,17 +91,24 @@ class DPSH(HashMethod):
             self.bank_u = torch.zeros(len(y), self.bits, device=ctx.device)
 
     def loss(self, out, batch):
-        u = out["u"].float()
+        u = out.u.float()
         if not self.memory_bank:
             return dpsh_loss(u, batch["y"], eta=self.eta, n_train=self.n_train)
         if self.bank_u is None:
             raise RuntimeError("DPSH(memory_bank=True) has no bank yet: train it with "
                                "hashnb.train.fit, or call on_train_start(ctx) first")
+        # the bank holds this batch's own rows as they are now (detached), as in DPSH
         idx = torch.as_tensor(batch["idx"], device=self.bank_u.device).long()
-        with torch.no_grad():
-            self.bank_u[idx] = u.detach().to(self.bank_u.device)
-        return dpsh_loss(u, batch["y"], u_bank=self.bank_u.to(u.device),
+        bank = self.bank_u.index_put((idx,), u.detach().to(self.bank_u.device))
+        return dpsh_loss(u, batch["y"], u_bank=bank.to(u.device),
                          y_bank=self.bank_y.to(u.device), eta=self.eta, n_train=self.n_train)
+
+    @torch.no_grad()
+    def on_batch_end(self, out, batch) -> None:
+        """Write the batch's latest outputs into the memory bank."""
+        if self.memory_bank and self.bank_u is not None:
+            idx = torch.as_tensor(batch["idx"], device=self.bank_u.device).long()
+            self.bank_u[idx] = out.u.detach().float().to(self.bank_u.device)
 
     # checkpoints: the bank is training state, not a weight (its size depends on the data)
     def extra_state(self):
@@ -155,7 +154,6 @@ class HashNet(HashMethod):
                  beta0: float = 1.0, gamma: float = 0.005, power: float = 0.5,
                  beta_step: int = 200, **kw):
         super().__init__(bits=bits, num_classes=num_classes, **kw)
-        _need_classes("HashNet", num_classes)
         if beta0 <= 0 or gamma < 0 or beta_step < 1:
             raise ValueError("need beta0 > 0, gamma >= 0 and beta_step >= 1 "
                              f"(got {beta0}, {gamma}, {beta_step})")
@@ -165,21 +163,18 @@ class HashNet(HashMethod):
         # buffers, so checkpoints resume the schedule where it stopped
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("beta", torch.tensor(self.beta0))
-        self._hparams.update(alpha=self.alpha, beta0=self.beta0, gamma=self.gamma,
-                             power=self.power, beta_step=self.beta_step)
 
     def beta_at(self, iteration: int) -> float:
         """The continuation scale after ``iteration`` optimizer steps."""
         t = (int(iteration) // self.beta_step) * self.beta_step
         return self.beta0 * math.pow(1.0 + self.gamma * t, self.power)
 
-    def forward(self, x):
-        x = self.input_norm(x)
-        z = self.model.head.preactivation(self.model.backbone(x))
+    def forward(self, x) -> HashOutput:
+        z = self.model.head.preactivation(self.features(x))
         if self.training:
-            # a python float: the buffer is updated in place after the loss
-            return {"z": z, "u": torch.tanh(float(self.beta) * z)}
-        return {"z": z, "u": binarize(z)}
+            # a python float: the buffer is updated in place after the step
+            return HashOutput(z=z, u=torch.tanh(float(self.beta) * z))
+        return HashOutput(z=z, u=binarize(z))
 
     def on_train_start(self, ctx) -> None:
         super().on_train_start(ctx)
@@ -187,9 +182,12 @@ class HashNet(HashMethod):
         self.beta.fill_(self.beta0)
 
     def loss(self, out, batch):
-        loss, logs = hashnet_loss(out["u"], batch["y"], alpha=self.alpha)
+        loss, logs = hashnet_loss(out.u, batch["y"], alpha=self.alpha)
         logs["beta"] = float(self.beta)
-        # the batch hook: one optimizer step done, advance the continuation for the next one
+        return loss, logs
+
+    @torch.no_grad()
+    def on_batch_end(self, out, batch) -> None:
+        """One optimizer step done: advance the continuation for the next one."""
         self.iteration += 1
         self.beta.fill_(self.beta_at(int(self.iteration)))
-        return loss, logs

@@ -56,9 +56,6 @@ class ITQ(ClosedFormMethod):
         self.register_buffer("R", torch.eye(self.bits))
         self.quantization_errors: list[float] = []
 
-    def hparams(self) -> dict:
-        return {**super().hparams(), "n_iter": self.n_iter}
-
     def fit_closed_form(self, x, y=None, *, seed: int = 0) -> None:
         x = x.double()
         mean = x.mean(0)

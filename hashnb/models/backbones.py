@@ -28,7 +28,7 @@ Registered names (``list_backbones()``):
     lukemelas/EfficientNet-PyTorch naming, after the rule-based rename of
     :func:`convert_efficientnet_lite0_state_dict` (strict load). Inputs are normalised
     with mean = std = 0.5; native size 224 px, 128 px is the fast choice for frozen
-    features (see ``reference/toolchain.md`` section 6).
+    features (measured in :mod:`hashnb.data.features`).
 
 ``backbone_preprocess(name)`` gives the normalisation ``dict(mean, std, input_size)``
 (``None`` entries for the vector backbones).
@@ -51,6 +51,8 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from hashnb.models.heads import mlp_stack
 
 __all__ = [
     "register_backbone", "create_backbone", "list_backbones", "backbone_preprocess",
@@ -185,18 +187,7 @@ class MLPBackbone(nn.Module):
 
     def __init__(self, in_dim: int, *, hidden: Sequence[int] = (1024,), dropout: float = 0.0):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        layers: list[nn.Module] = []
-        prev = int(in_dim)
-        for h in hidden:
-            if int(h) < 1:
-                raise ValueError(f"hidden widths must be >= 1, got {tuple(hidden)}")
-            layers += [nn.Linear(prev, int(h)), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            prev = int(h)
-        self.net = nn.Sequential(*layers)
+        self.net, prev = mlp_stack(in_dim, hidden, dropout=dropout)
         self.in_dim = int(in_dim)
         self.out_dim = prev
 
@@ -325,7 +316,7 @@ def _eff_block_index() -> list[tuple[int, int]]:
 def convert_efficientnet_lite0_state_dict(sd: dict) -> "OrderedDict[str, torch.Tensor]":
     """Rename a lukemelas-style EfficientNet-Lite0 state dict to timm's key names.
 
-    Rules (``reference/toolchain.md`` section 6): flat block ``i`` -> ``blocks.{stage}.{j}``
+    Rules (checked by loading the package's weights strictly): flat block ``i`` -> ``blocks.{stage}.{j}``
     with stage depths (1, 2, 2, 3, 3, 4, 1); block 0 (depthwise-separable)
     ``_depthwise_conv/_bn1/_project_conv/_bn2 -> conv_dw/bn1/conv_pw/bn2``; blocks 1-15
     (inverted residual) ``_expand_conv/_bn0/_depthwise_conv/_bn1/_project_conv/_bn2 ->

@@ -5,7 +5,7 @@ Supervision", arXiv 2510.07703) puts a *mixture-of-hash-experts* module between 
 backbone and its two hash heads, with the experts shared by both branches. The paper's
 body and code were not available; everything below the words "experts shared across
 branches" and "balanced diversity and sparsity" is **our reconstruction**
-(reference/methods.md §8(c)), in the usual sparse mixture-of-experts form
+(chapter 6 lists the sources), in the usual sparse mixture-of-experts form
 (Shazeer et al. 2017; the balance term of Switch Transformer, Fedus et al. 2021):
 
 * E experts, each ``Linear(in_dim, out_dim) -> ReLU`` (``activation="relu"``; ``None``

@@ -9,25 +9,34 @@ running statistics, so a code never depends on the other items in the batch.
 """
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["HashHead", "HashModel"]
+from hashnb.utils import check_bits
+
+__all__ = ["HashHead", "HashModel", "mlp_stack"]
 
 
-def _check_bits(bits) -> int:
-    try:
-        if isinstance(bits, bool):
-            raise TypeError
-        bits = operator.index(bits)
-    except TypeError:
-        raise ValueError(f"bits must be a positive integer, got {bits!r}") from None
-    if bits < 1:
-        raise ValueError(f"bits must be >= 1 (the code length), got {bits}")
-    return bits
+def mlp_stack(in_dim: int, hidden: Sequence[int] = (), *,
+              dropout: float = 0.0) -> tuple[nn.Sequential, int]:
+    """``[Linear -> ReLU (-> Dropout)]`` per hidden width, and its output width.
+
+    The one MLP builder behind :class:`HashHead`'s hidden layers and the ``mlp`` backbone.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers: list[nn.Module] = []
+    prev = int(in_dim)
+    for h in hidden:
+        if int(h) < 1:
+            raise ValueError(f"hidden widths must be >= 1, got {tuple(hidden)}")
+        layers += [nn.Linear(prev, int(h)), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        prev = int(h)
+    return nn.Sequential(*layers), prev
 
 
 class HashHead(nn.Module):
@@ -53,21 +62,10 @@ class HashHead(nn.Module):
     def __init__(self, in_dim: int, bits: int, *, hidden: Sequence[int] = (),
                  batchnorm: bool = False, dropout: float = 0.0):
         super().__init__()
-        bits = _check_bits(bits)
+        bits = check_bits(bits)
         if int(in_dim) < 1:
             raise ValueError(f"in_dim must be >= 1, got {in_dim}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        layers: list[nn.Module] = []
-        prev = int(in_dim)
-        for h in hidden:
-            if int(h) < 1:
-                raise ValueError(f"hidden widths must be >= 1, got {tuple(hidden)}")
-            layers += [nn.Linear(prev, int(h)), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            prev = int(h)
-        self.hidden = nn.Sequential(*layers)
+        self.hidden, prev = mlp_stack(in_dim, hidden, dropout=dropout)
         self.fc = nn.Linear(prev, bits)
         self.bn = nn.BatchNorm1d(bits) if batchnorm else None
         self.in_dim = int(in_dim)
