@@ -33,8 +33,10 @@ from hashnb.methods.registry import check_method_args, parse_method_spec
 from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
-__all__ = ["run_matrix", "load_results", "summarize", "parse_method_spec", "markdown_report",
-           "result_path", "train_throughput", "PROFILES"]
+__all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
+           "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
+
+REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
 
 
 def result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, seed: int) -> Path:
@@ -289,6 +291,65 @@ def load_results(folder: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
+def _package_repository() -> Path:
+    """The folder above the imported ``hashnb`` package: the repository for an editable
+    install (``pip install -e .``), ``site-packages`` for an install from git or PyPI."""
+    return Path(__file__).resolve().parents[1]
+
+
+def _results_roots() -> list[Path]:
+    """Where ``book/results`` may be, best first: next to the running notebook (the working
+    directory is ``book/``, as under Jupyter Book, nbmake and JupyterLab), below the working
+    directory (the repository root), then in the repository of the imported package."""
+    cwd = Path.cwd().resolve()
+    roots = [cwd / "results"] if cwd.name == "book" else []
+    roots += [cwd / "book" / "results", _package_repository() / "book" / "results"]
+    return list(dict.fromkeys(roots))
+
+
+def results_dir(*parts: str, must_exist: bool = True) -> Path:
+    """The committed results folder ``book/results/<parts...>`` as an absolute path, whatever
+    the working directory.
+
+    ``book/results`` is looked for next to the notebook (working directory ``book/``), under
+    the working directory (the repository root), then in the repository the ``hashnb``
+    package was imported from (a clone installed with ``pip install -e .``); the first one
+    that exists is used. ``parts`` name a sub-folder (or a file) below it, e.g.
+    ``results_dir("ablations", "crh")``.
+
+    With ``must_exist=True`` (the default) a missing folder raises ``FileNotFoundError``
+    saying which folder is missing and how to get it; with ``must_exist=False`` the path is
+    returned anyway, for results a chapter can do without.
+    """
+    roots = _results_roots()
+    root = next((r for r in roots if r.is_dir()), None)
+    sub = Path(*parts) if parts else Path()
+    if root is None:
+        if must_exist:
+            raise FileNotFoundError(
+                f"the committed results folder book/results/{sub.as_posix()} was not found: "
+                f"looked in {', '.join(str(r) for r in roots)}. The results come with the "
+                f"repository, not with the installed package: clone it (git clone {REPOSITORY}) "
+                "and run the chapter from its book/ folder (or pip install -e the clone)")
+        return roots[0] / sub
+    path = root / sub
+    if must_exist and not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing (book/results/{sub.as_posix()} in {root.parent.parent}): "
+            "create it with the `python -m hashnb.bench` command that the chapter shows next "
+            "to these results (its --out folder), or restore the committed copy with "
+            f"git checkout -- book/results/{sub.as_posix()}")
+    return path
+
+
+def mean_std_text(values) -> str:
+    """``"mean ± std (n)"`` over seeds, 3 decimals; one seed has no spread: ``"mean (1)"``."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return f"{v.mean():.3f} (1)"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({len(v)})"
+
+
 def summarize(results: list[dict], metric: str = "map"):
     """A pandas table: rows (dataset, protocol, method), columns bits, cells 'mean ± std (n)'."""
     import pandas as pd
@@ -299,14 +360,8 @@ def summarize(results: list[dict], metric: str = "map"):
     if df.empty:
         return df
 
-    def fmt(v):  # one seed has no spread: say so instead of printing ± 0.000
-        v = np.asarray(v, dtype=float)
-        if len(v) == 1:
-            return f"{v.mean():.3f} (1)"
-        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({len(v)})"
-
     return df.pivot_table(index=["dataset", "protocol", "method"], columns="bits",
-                          values=metric, aggfunc=fmt)
+                          values=metric, aggfunc=mean_std_text)
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,14 +7,10 @@ the value elsewhere (Colab, JupyterLab without myst-nb).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from hashnb.matrix import results_dir
 from hashnb.utils import fast_mode
 
 __all__ = ["glue", "chapter_dataset", "banner", "data_line", "results_dir"]
-
-REPOSITORY = "https://github.com/hashnb/hashnb"  # where the install cell gets hashnb from
-
 
 def glue(name: str, value, display: bool = False):
     """Record ``value`` under ``name`` for ``{glue:text}`name`` in the book's prose.
@@ -89,54 +85,3 @@ def data_line(prefer: str = "cifar10") -> str:
         where = ("CIFAR-10 if torchvision can download it (online), else the embedded digits; "
                  "set HASHNB_DATA to a CIFAR-10 folder to choose")
     return f"data: {where}; frozen EfficientNet-Lite0 features, cached | {mode}"
-
-
-def _package_repository() -> Path:
-    """The folder above the imported ``hashnb`` package: the repository for an editable
-    install (``pip install -e .``), ``site-packages`` for an install from git or PyPI."""
-    return Path(__file__).resolve().parents[1]
-
-
-def _results_roots() -> list[Path]:
-    """Where ``book/results`` may be, best first: next to the running notebook (the working
-    directory is ``book/``, as under Jupyter Book, nbmake and JupyterLab), below the working
-    directory (the repository root), then in the repository of the imported package."""
-    cwd = Path.cwd().resolve()
-    roots = [cwd / "results"] if cwd.name == "book" else []
-    roots += [cwd / "book" / "results", _package_repository() / "book" / "results"]
-    return list(dict.fromkeys(roots))
-
-
-def results_dir(*parts: str, must_exist: bool = True) -> Path:
-    """The committed results folder ``book/results/<parts...>`` as an absolute path, whatever
-    the working directory.
-
-    ``book/results`` is looked for next to the notebook (working directory ``book/``), under
-    the working directory (the repository root), then in the repository the ``hashnb``
-    package was imported from (a clone installed with ``pip install -e .``); the first one
-    that exists is used. ``parts`` name a sub-folder (or a file) below it, e.g.
-    ``results_dir("ablations", "crh")``.
-
-    With ``must_exist=True`` (the default) a missing folder raises ``FileNotFoundError``
-    saying which folder is missing and how to get it; with ``must_exist=False`` the path is
-    returned anyway, for results a chapter can do without.
-    """
-    roots = _results_roots()
-    root = next((r for r in roots if r.is_dir()), None)
-    sub = Path(*parts) if parts else Path()
-    if root is None:
-        if must_exist:
-            raise FileNotFoundError(
-                f"the committed results folder book/results/{sub.as_posix()} was not found: "
-                f"looked in {', '.join(str(r) for r in roots)}. The results come with the "
-                f"repository, not with the installed package: clone it (git clone {REPOSITORY}) "
-                "and run the chapter from its book/ folder (or pip install -e the clone)")
-        return roots[0] / sub
-    path = root / sub
-    if must_exist and not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing (book/results/{sub.as_posix()} in {root.parent.parent}): "
-            "create it with the `python -m hashnb.bench` command that the chapter shows next "
-            "to these results (its --out folder), or restore the committed copy with "
-            f"git checkout -- book/results/{sub.as_posix()}")
-    return path

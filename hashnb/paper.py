@@ -64,10 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashnb.data import load_dataset, load_packed_cifar10, make_split, pack_cifar10
+from hashnb.data import load_dataset, load_packed_cifar10, make_split
 from hashnb.data.datasets import find_cifar10
 from hashnb.data.packed import find_packed
-from hashnb.matrix import load_results, result_path
+from hashnb.matrix import load_results, mean_std_text, result_path, results_dir
 from hashnb.methods.registry import check_method_args, constructor_parameters, parse_method_spec
 from hashnb.metrics import evaluate, mean_average_precision
 from hashnb.models import backbone_preprocess, create_backbone
@@ -728,18 +728,13 @@ class Message(str):
 
 
 def _resolve(folder) -> Path:
+    """A results folder as given, else below the committed ``book/results`` (whatever the
+    working directory: :func:`hashnb.matrix.results_dir`)."""
     p = Path(folder)
     if p.is_absolute() or p.exists():
         return p
-    root = Path(__file__).resolve().parents[1]  # the repository, wherever the notebook runs
-    return root / p if (root / p).exists() else p
-
-
-def _summ(values) -> str:
-    v = np.asarray(values, dtype=float)
-    if len(v) == 1:
-        return f"{v[0]:.3f} (1)"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({len(v)})"
+    parts = p.parts[2:] if p.parts[:2] == ("book", "results") else p.parts
+    return results_dir(*parts, must_exist=False)
 
 
 def paper_table(folder="book/results/gpu", *, cpu_folders=CPU_FOLDERS, metric: str = "map",
@@ -782,7 +777,7 @@ def paper_table(folder="book/results/gpu", *, cpu_folders=CPU_FOLDERS, metric: s
             groups.setdefault(key, []).append(r["metrics"][metric])
     for (m, src, proto, bb, b), vals in groups.items():
         rows.append(dict(method=m, source=src, protocol=proto, backbone=bb, bits=b,
-                         value=_summ(vals)))
+                         value=mean_std_text(vals)))
     if published and metric == "map":
         for p in PUBLISHED:
             if p["method"] in methods:

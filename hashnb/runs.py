@@ -198,8 +198,10 @@ class RunFolder:
             for name in ("config.json", "history.json", "model.pt", "checkpoint.pt"):
                 (self.path / name).unlink(missing_ok=True)
             return
-        if {k: v for k, v in old.items() if k in self.config} != self.config:
-            diff = sorted(k for k in self.config if old.get(k) != self.config[k])
+        # a key the folder lacks counts as None: a setting added later with a None default
+        # (e.g. patience) matches the runs written before it
+        diff = sorted(k for k, v in self.config.items() if old.get(k) != v)
+        if diff:
             raise ValueError(f"{self.path} holds a run with a different config (differs in "
                              f"{diff}); use another run_dir or delete it")
 

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from hashnb.utils import as_tensor, check_codes, default_device
+from hashnb.utils import check_codes, default_device
 
 __all__ = ["pack_codes", "unpack_codes", "knn_search", "radius_search", "HammingIndex",
            "faiss_available"]

@@ -10,18 +10,23 @@ browser is ever downloaded. For every page of ``_toc.yml``:
 - every ``<img>`` decodes (``naturalWidth > 0``);
 - every ``.math`` element was typeset by MathJax (holds an ``mjx-container``, no TeX error);
 - every saved ipywidgets view is rendered by the vendored widget manager and is visible;
-- every ``hashnb.widgets.static_tabs`` group shows exactly one panel, and clicking another
-  label shows that label's panel instead (pure CSS, no kernel);
+- every visible group of pre-rendered tabs (``hashnb.widgets.static_tabs`` and
+  ``option_tabs``, nested ones included) shows exactly one panel, and clicking another label
+  shows that label's panel, with decoded images, instead (pure CSS, no kernel);
 - every chapter notebook has launch buttons for Colab and Binder (JupyterLab interface)
   pointing at its own ``.ipynb``.
 
 Screenshots go to ``_build/html/_screenshots/<page>.png`` (plus ``-widget`` / ``-tabs``
 crops) for people to look at.
 
-Opt-in (``HASHNB_JUPYTERLAB_CHECK=1``, minutes per chapter, not run by CI): every chapter runs
-top to bottom in a real JupyterLab (on a temporary copy of ``book/``, fast profile unless
-``HASHNB_FAST=0``) with no error output, its widgets are live, and a bit-length explorer
-trains a new code length on click.
+Opt-in (``HASHNB_JUPYTERLAB_CHECK=1``; ``.ci/run`` runs it after the book build): every
+chapter runs top to bottom in a real JupyterLab (on a temporary copy of ``book/``, fast
+profile unless ``HASHNB_FAST=0``) with no error output and live widgets, and every explorer
+of ``hashnb.widgets`` (as many as the chapter's cells show) **redraws on a change**: each of
+its redraw controls (dropdowns, checkboxes) is changed and its output must change to a
+new view, and its action button (train / load a code length, search live) must produce a
+new output; an error shown in an explorer fails the check. ``HASHNB_JUPYTERLAB_TIMEOUT``
+(seconds, default 900) bounds each chapter's run and each explorer action.
 
 Without a build, Chromium or Playwright the browser tests are skipped with the reason;
 with ``HASHNB_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead.
@@ -37,6 +42,7 @@ import http.server
 import os
 import shutil
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -274,35 +280,42 @@ def _check_widgets(page, shot: Path) -> list[str]:
 
 
 def _check_tabs(page, shot: Path) -> list[str]:
+    """Click a second tab in every visible tab group; exactly its panel must show."""
     problems = []
-    groups = page.locator(".hnb-bit-tabs")
-    visible_panels = ("g => [...g.querySelectorAll('.hnb-panel')]"
-                      ".filter(p => p.offsetParent !== null).map(p => p.getAttribute('aria-label'))")
+    groups = page.locator(".hnb-tabs")
+    own_panels = "g => [...g.children].filter(p => p.classList.contains('hnb-panel'))"
+    visible_panels = (f"g => ({own_panels})(g).filter(p => p.offsetParent !== null)"
+                      ".map(p => p.getAttribute('aria-label'))")
+    checked = 0
     for i in range(groups.count()):
         group = groups.nth(i)
+        if not group.is_visible():  # nested in a closed tab of an outer group
+            continue
+        checked += 1
         before = group.evaluate(visible_panels)
         if len(before) != 1:
             problems.append(f"tab group {i}: {len(before)} panels visible before a click: {before}")
             continue
-        inputs = group.locator("input[type=radio]")
+        inputs = group.locator(":scope > input[type=radio]")
         target = next((inputs.nth(j) for j in range(inputs.count())
                        if not inputs.nth(j).is_checked()), None)
         if target is None:
             problems.append(f"tab group {i} has a single tab; nothing to switch")
             continue
-        value = target.get_attribute("value")
-        label = group.locator(f'label[for="{target.get_attribute("id")}"]')
+        label = group.locator(f':scope > label[for="{target.get_attribute("id")}"]')
+        text = label.inner_text().strip()
         label.scroll_into_view_if_needed()
         label.click()
         after = group.evaluate(visible_panels)
-        if after != [f"{value} bits"]:
-            problems.append(f"tab group {i}: clicking '{value} bits' shows {after} (was {before})")
-        img_ok = group.evaluate(
-            f"g => {{ const im = g.querySelector('.hnb-panel-{value} img'); "
-            "return !!im && im.naturalWidth > 0; }")
-        if not img_ok:
-            problems.append(f"tab group {i}: the '{value} bits' panel has no decoded image")
-        if i == 0:
+        if after != [text]:
+            problems.append(f"tab group {i}: clicking '{text}' shows {after} (was {before})")
+        imgs = group.evaluate(
+            f"g => {{ const p = ({own_panels})(g).find(p => p.offsetParent !== null); "
+            "return p ? [...p.querySelectorAll('img')].filter(im => im.offsetParent !== null)"
+            ".map(im => im.naturalWidth > 0) : []; }")
+        if not imgs or not all(imgs):
+            problems.append(f"tab group {i}: the '{text}' panel has no decoded image ({imgs})")
+        if checked == 1:
             group.screenshot(path=str(shot))
     return problems
 
@@ -433,12 +446,95 @@ _LAB_STATE = """() => {
 }"""
 
 
+def _explorer_cells(entry: str) -> int:
+    """How many explorers the chapter's code cells show (``...Explorer(...).show()`` or
+    ``..._explorer(...).show()``): the live check expects that many, redrawing."""
+    import json
+    import re
+
+    nb = json.loads((ROOT / f"{entry}.ipynb").read_text(encoding="utf-8"))
+    src = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return sum(len(re.findall(r"(?:Explorer|_explorer)\(.*?\)\s*\.show\(", s, re.S)) for s in src)
+
+
+_OUT_SIGNATURE = ("e => [...e.querySelectorAll('.hnb-explorer-out')].map(o => o.innerHTML)"
+                  ".join('\\u0000')")
+# a new view has arrived: the outputs changed and hold a view, an image, a note or an error
+_REDRAWN = ("([e, before]) => { const outs = [...e.querySelectorAll('.hnb-explorer-out')];"
+            " const sig = outs.map(o => o.innerHTML).join('\\u0000');"
+            " return sig !== before && outs.some(o => o.querySelector("
+            "'.hnb-view, img, .hnb-note, .hnb-error')); }")
+_KERNEL_IDLE = ("() => { const w = window.jupyterapp.shell.currentWidget;"
+                " const k = w.sessionContext.session && w.sessionContext.session.kernel;"
+                " return !!k && k.status === 'idle'; }")
+
+
+def _exercise_explorer(page, explorer, label: str) -> tuple[list[str], list[str]]:
+    """Change every control of one live explorer and wait for its output to redraw.
+
+    Returns ``(done, problems)``: a line per redraw seen, a line per failure.
+    """
+    done: list[str] = []
+    problems: list[str] = []
+    handle = explorer.element_handle()
+
+    def act(what: str, do) -> None:
+        before = explorer.evaluate(_OUT_SIGNATURE)
+        do()
+        t0 = time.perf_counter()
+        try:
+            page.wait_for_function(_REDRAWN, arg=[handle, before], timeout=LAB_TIMEOUT_MS,
+                                   polling=300)
+            page.wait_for_function(_KERNEL_IDLE, timeout=LAB_TIMEOUT_MS, polling=300)
+        except Exception as err:  # noqa: BLE001 - reported with the control's name
+            problems.append(f"{label}: {what}: the output did not redraw ({type(err).__name__})")
+            return
+        errs = explorer.evaluate("e => [...e.querySelectorAll('.hnb-explorer-out .hnb-error')]"
+                                 ".map(x => x.textContent.slice(0, 300))")
+        if errs:
+            problems.append(f"{label}: {what}: the explorer shows an error: {errs}")
+        else:
+            done.append(f"{label}: {what}: redrawn in {time.perf_counter() - t0:.1f} s")
+
+    explorer.scroll_into_view_if_needed()
+    # 1. redraw controls: one checkbox (if any) off and on again, then every dropdown, each
+    #    to another value
+    boxes = explorer.locator(".hnb-redraw input[type=checkbox]")
+    if boxes.count():
+        act("toggle the first checkbox", lambda: boxes.first.click())
+        act("toggle it back", lambda: boxes.first.click())
+    selects = explorer.locator(".hnb-redraw select")
+    for j in range(selects.count()):
+        sel = selects.nth(j)
+        opts = sel.evaluate("s => [...s.options].map(o => o.textContent.replace(/\\s+/g, ' '))")
+        cur = sel.evaluate("s => s.selectedIndex")
+        if len(opts) < 2:
+            continue
+        nxt = (cur + 1) % len(opts)
+        act(f"dropdown {j}: {opts[cur]!r} -> {opts[nxt]!r}",
+            lambda sel=sel, nxt=nxt: sel.select_option(index=nxt))
+    # 2. action buttons (train / load a new code length, search live)
+    buttons = explorer.locator("button.hnb-action")
+    for j in range(buttons.count()):
+        inp = explorer.locator(".hnb-action-input select")
+        if inp.count():
+            opts = inp.first.evaluate("s => [...s.options].map(o => o.textContent)")
+            fresh = [i for i, o in enumerate(opts) if "tab" not in o] or [len(opts) - 1]
+            inp.first.select_option(index=fresh[0])
+        text = buttons.nth(j).inner_text().strip()
+        act(f"button {text!r}", lambda b=buttons.nth(j): b.click())
+    if not done and not problems:
+        problems.append(f"{label}: no control to change (no .hnb-redraw / .hnb-action)")
+    return done, problems
+
+
 @pytest.mark.parametrize("entry", NOTEBOOK_PAGES)
 def test_chapter_live_in_jupyterlab(chromium, jupyterlab, entry):
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    t_start = time.perf_counter()
     try:
         page.goto(f"{jupyterlab}/lab/tree/{entry}.ipynb?token=hashnb")
         # a fresh workspace (workspaces_dir above), so the chapter is the current widget
@@ -452,26 +548,41 @@ def test_chapter_live_in_jupyterlab(chromium, jupyterlab, entry):
         page.wait_for_function(f"() => {{ const s = ({_LAB_STATE})(); return s.kernel === 'idle' && "
                                "(s.unexecuted === 0 || s.errors.length > 0); }",
                                timeout=LAB_TIMEOUT_MS, polling=2000)
+        t_run = time.perf_counter() - t_start
         state = page.evaluate(_LAB_STATE)
         assert not state["errors"], f"{entry}: cells raised in JupyterLab: {state['errors']}"
         assert state["unexecuted"] == 0, f"{entry}: {state['unexecuted']} code cells did not run"
+        # only this chapter's panel: a restored workspace may still hold an earlier chapter
+        panel = page.locator(f'[id="{page.evaluate("() => window.jupyterapp.shell.currentWidget.id")}"]')
         # live widgets: at least one view rendered by JupyterLab's own widget manager
-        assert page.locator(".jp-OutputArea .jupyter-widgets").count() > 0, f"{entry}: no live widget"
-        # a BitLengthExplorer trains (or loads) a new code length on click
-        button = page.locator(".jp-OutputArea button.jupyter-button", has_text="train / load")
-        if button.count():
-            select = page.locator(".jp-OutputArea .widget-dropdown select").last
-            select.scroll_into_view_if_needed()
-            options = select.evaluate("s => [...s.options].map(o => o.textContent)")
-            fresh = [i for i, o in enumerate(options) if "tab" not in o] or [len(options) - 1]
-            images = page.locator(".jp-OutputArea img").count()
-            select.select_option(index=fresh[0])
-            button.last.click()
-            page.wait_for_function(f"() => document.querySelectorAll('.jp-OutputArea img').length > {images}",
-                                   timeout=LAB_TIMEOUT_MS, polling=1000)
+        assert panel.locator(".jp-OutputArea .jupyter-widgets").count() > 0, f"{entry}: no live widget"
+        # every explorer the chapter shows is live, and redraws when a control changes
+        explorers = panel.locator(".jp-OutputArea .hnb-explorer")
+        expected = _explorer_cells(entry)
+        assert explorers.count() == expected, (
+            f"{entry}: {explorers.count()} live explorer(s) rendered, the cells show {expected}")
+        done: list[str] = []
+        problems: list[str] = []
+        if HTML.exists():
+            SHOTS.mkdir(exist_ok=True)
+        for i in range(explorers.count()):
+            kind = explorers.nth(i).evaluate(
+                "e => [...e.classList].filter(c => c.startsWith('hnb-explorer-')).join(' ')")
+            d, p = _exercise_explorer(page, explorers.nth(i), f"explorer {i} ({kind})")
+            done += d
+            problems += p
             if HTML.exists():
-                SHOTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(SHOTS / f"{Path(entry).name}-jupyterlab.png"))
+                explorers.nth(i).screenshot(path=str(SHOTS / f"{Path(entry).name}-jupyterlab-{i}.png"))
+        assert not problems, f"{entry}:\n  " + "\n  ".join(problems + done)
+        state = page.evaluate(_LAB_STATE)
+        assert not state["errors"], f"{entry}: cells raised after the explorer changes: {state['errors']}"
         assert not errors, f"{entry}: page errors in JupyterLab: {errors}"
+        print(f"\n{entry}: ran in {t_run:.0f} s, {len(done)} redraw(s), "
+              f"{time.perf_counter() - t_start:.0f} s in all" + "".join(f"\n  {x}" for x in done))
     finally:
+        try:  # shut this chapter's kernel down and close it: the next chapter starts clean
+            page.evaluate("async () => { const w = window.jupyterapp.shell.currentWidget;"
+                          " if (w && w.sessionContext) { await w.sessionContext.shutdown(); w.dispose(); } }")
+        except Exception:  # noqa: BLE001 - best effort; the fixture stops JupyterLab anyway
+            pass
         page.close()

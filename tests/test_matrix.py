@@ -28,12 +28,12 @@ def test_run_matrix_writes_provenance_resumes_and_summarizes(cache, monkeypatch)
     assert rec["protocol"] == "digits" and rec["split_sizes"]["query"] == 300
 
     # resume: every cell exists, so nothing is trained again
-    import hashnb.train
+    import hashnb.matrix
 
     def boom(*a, **k):
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr(hashnb.train, "run_method", boom)
+    monkeypatch.setattr(hashnb.matrix, "run_method", boom)  # what run_matrix calls
     again = matrix.run_matrix(["lsh", "itq"], [8, 16], [0, 1], dataset="digits", out=out,
                               progress=False)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in res]

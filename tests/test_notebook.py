@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hashnb import notebook
+from hashnb import matrix
 from hashnb.notebook import results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_missing_sub_folder_names_it(monkeypatch):
 
 def test_no_results_anywhere_says_how_to_get_them(monkeypatch, tmp_path):
     # an install from git (Colab): the package is not in a repository with book/results
-    monkeypatch.setattr(notebook, "_package_repository", lambda: tmp_path / "site-packages")
+    monkeypatch.setattr(matrix, "_package_repository", lambda: tmp_path / "site-packages")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"book/results/cpu was not found") as err:
         results_dir("cpu")

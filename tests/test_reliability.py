@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hashnb.data import load_dataset, make_split
+from hashnb.data import make_split
 from hashnb.methods import create_method, list_methods
 from hashnb.train import fit, method_from_dataset, run_method
 
@@ -261,7 +261,7 @@ def test_training_and_metrics_keep_the_thread_count(tmp_path):
     code = """
 import torch
 torch.set_num_threads(1)
-from hashnb.data import load_dataset, make_split
+from hashnb.data import make_split
 from hashnb.train import fit, method_from_dataset
 from hashnb.metrics import mean_average_precision
 ds = load_dataset("digits"); split = make_split(ds, seed=0, cache=False)
@@ -310,3 +310,21 @@ def test_bad_variant_keyword_fails_before_any_cell(tmp_path):
 def test_bits_must_be_an_integer(bits):
     with pytest.raises(ValueError, match="bits"):
         create_method("csq", bits=bits, num_classes=10, in_dim=64)
+
+
+def test_a_setting_added_later_with_a_none_default_still_loads_old_runs(digits, tmp_path):
+    """A run folder written before a config key existed (here: patience) is still loaded
+    when the new key is None; a real difference is named."""
+    ds, split = digits
+    a = fit(method_from_dataset("csq", ds, bits=8), ds, split, epochs=2, run_dir=tmp_path / "r",
+            progress=False)
+    cfg = tmp_path / "r" / "config.json"
+    old = json.loads(cfg.read_text())
+    del old["patience"]
+    cfg.write_text(json.dumps(old))
+    m = method_from_dataset("csq", ds, bits=8)
+    m.loss = None  # loading must not train
+    b = fit(m, ds, split, epochs=2, run_dir=tmp_path / "r", progress=False)
+    assert torch.equal(a.codes("query"), b.codes("query"))
+    with pytest.raises(ValueError, match=r"differs in \['epochs'\]"):
+        fit(method_from_dataset("csq", ds, bits=8), ds, split, epochs=3, run_dir=tmp_path / "r")
