@@ -72,7 +72,7 @@ from hashnb.methods.registry import check_method_args, constructor_parameters, p
 from hashnb.metrics import evaluate, mean_average_precision
 from hashnb.models import backbone_preprocess, create_backbone
 from hashnb.train import encode_dataset, fit, method_from_dataset
-from hashnb.utils import default_device, provenance
+from hashnb.utils import default_device, json_default, provenance
 
 __all__ = ["SYMMETRIC", "ASYMMETRIC", "PAPER_PROFILE", "DECISIVE", "PUBLISHED", "Cell",
            "paper_cells", "load_paper_dataset", "DeviceImages", "GPUPreprocess",
@@ -538,17 +538,9 @@ def run_cell(cell: Cell, dataset, *, data=None, settings: dict, device, out: Pat
     out.mkdir(parents=True, exist_ok=True)
     path = _result_path(out, dataset.name, cell)
     tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(rec, indent=1, default=json_default))
     os.replace(tmp, path)
     return rec
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 # ------------------------------------------------------------------------------ profile

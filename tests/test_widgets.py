@@ -242,6 +242,25 @@ def test_live_widget_callback_without_frontend(digits, monkeypatch):
 
 
 # ------------------------------------------------------------------ CSS behaviour
+def _click(soup, label) -> None:
+    """A click on a tab label: its radio is checked, the others of its group unchecked."""
+    target = soup.find("input", id=label["for"])
+    for inp in soup.find_all("input", attrs={"name": target["name"]}):
+        if inp is target:
+            inp["checked"] = ""
+        elif inp.has_attr("checked"):
+            del inp["checked"]
+
+
+def _css_display(soup) -> tuple[set, set]:
+    """Elements (by ``id()``) that the page's ``<style>`` rules hide and show."""
+    rules = [r.split("{", 1) for st in soup.find_all("style") for r in st.get_text().split("}")
+             if "{" in r]
+    hidden = {id(e) for sel, body in rules if "display:none" in body for e in soup.select(sel.strip())}
+    shown = {id(e) for sel, body in rules if "display:block" in body for e in soup.select(sel.strip())}
+    return hidden, shown
+
+
 def _visible_panels(markup: str, clicks: dict) -> dict:
     """Which panels the scoped CSS shows after clicking tab labels, per explorer.
 
@@ -254,17 +273,8 @@ def _visible_panels(markup: str, clicks: dict) -> dict:
     bs4 = pytest.importorskip("bs4")
     soup = bs4.BeautifulSoup(markup, "html.parser")
     for dom_id, bits in clicks.items():
-        label = soup.find(id=dom_id).find("label", string=f"{bits} bits")
-        target = soup.find("input", id=label["for"])
-        for inp in soup.find_all("input", attrs={"name": target["name"]}):
-            if inp is target:
-                inp["checked"] = ""
-            elif inp.has_attr("checked"):
-                del inp["checked"]
-    rules = [r.split("{", 1) for st in soup.find_all("style") for r in st.get_text().split("}")
-             if "{" in r]
-    hidden = {id(e) for sel, body in rules if "display:none" in body for e in soup.select(sel.strip())}
-    shown = {id(e) for sel, body in rules if "display:block" in body for e in soup.select(sel.strip())}
+        _click(soup, soup.find(id=dom_id).find("label", string=f"{bits} bits"))
+    hidden, shown = _css_display(soup)
     out = {}
     for root in soup.select("div.hnb-bit-tabs"):
         panels = root.select(".hnb-panel")
@@ -296,18 +306,9 @@ def _visible_option_panels(markup: str, clicks: dict) -> dict:
     soup = bs4.BeautifulSoup(markup, "html.parser")
     for dom_id, text in clicks.items():
         group = soup.find(id=dom_id)
-        label = next(lb for lb in group.find_all("label", recursive=False)
-                     if lb.get_text() == text)
-        target = soup.find("input", id=label["for"])
-        for inp in soup.find_all("input", attrs={"name": target["name"]}):
-            if inp is target:
-                inp["checked"] = ""
-            elif inp.has_attr("checked"):
-                del inp["checked"]
-    rules = [r.split("{", 1) for st in soup.find_all("style") for r in st.get_text().split("}")
-             if "{" in r]
-    hidden = {id(e) for sel, body in rules if "display:none" in body for e in soup.select(sel.strip())}
-    shown = {id(e) for sel, body in rules if "display:block" in body for e in soup.select(sel.strip())}
+        _click(soup, next(lb for lb in group.find_all("label", recursive=False)
+                          if lb.get_text() == text))
+    hidden, shown = _css_display(soup)
     out = {}
     for root in soup.select("div.hnb-tabs"):
         ancestors = [p for p in root.parents if "hnb-panel" in (p.get("class") or [])]
