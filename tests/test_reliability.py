@@ -261,7 +261,7 @@ def test_training_and_metrics_keep_the_thread_count(tmp_path):
     code = """
 import torch
 torch.set_num_threads(1)
-from hashnb.data import make_split
+from hashnb.data import load_dataset, make_split
 from hashnb.train import fit, method_from_dataset
 from hashnb.metrics import mean_average_precision
 ds = load_dataset("digits"); split = make_split(ds, seed=0, cache=False)
