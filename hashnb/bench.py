@@ -51,8 +51,8 @@ import torch
 from hashnb import metrics, search
 from hashnb.analysis import crh_semantics_study
 from hashnb.data import load_dataset, load_features, make_split, pack_cifar10
-from hashnb.matrix import (PROFILES, load_results, markdown_report, run_matrix, summarize,
-                           train_throughput)
+from hashnb.matrix import (PROFILES, load_results, markdown_report, results_dir, run_matrix,
+                           summarize, train_throughput)
 from hashnb.mih import MultiIndexHash, default_substrings
 from hashnb.paper import process_age_s, run_paper
 from hashnb.search import HammingIndex, faiss_available, pack_codes, unpack_codes
@@ -648,7 +648,8 @@ def _add_matrix_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="folder for one JSON per result")
     p.add_argument("--tuned", default=None, metavar="DIR",
                    help="train with the configurations `tune` chose (DIR/<method>.json): "
-                        "tuned lr, weight decay, method settings, early stopping")
+                        "tuned lr, weight decay, method settings, early stopping; the cpu "
+                        "profiles use book/results/tuned unless this says 'none'")
     p.add_argument("--force", action="store_true",
                    help="recompute results stored with another configuration (by default the "
                         "run stops before any work and names the differences)")
@@ -714,6 +715,12 @@ def resolve_profile(args) -> dict:
         "epochs": args.epochs if args.epochs is not None else prof.get("epochs"),
         "extra_bits": prof.get("extra_bits") if not args.bits else None,
     }
+    tuned = args.tuned if args.tuned is not None else prof.get("tuned")
+    if tuned and tuned != "none":
+        folder = Path(tuned)
+        if not folder.is_absolute() and args.tuned is None:  # a profile's: below book/results
+            folder = results_dir(tuned)
+        kw["tuned"] = load_tuned(folder)
     if not kw["methods"] or not kw["bits"]:
         raise SystemExit("give --methods and --bits, or a --profile (cpu, gpu)")
     if "finetune" in prof:
@@ -737,8 +744,7 @@ def cmd_run(args) -> int:
     kw = resolve_profile(args)
     with Timer() as t:
         res = run_matrix(out=args.out, root=args.root, device=args.device,
-                         force=args.force, tuned=load_tuned(args.tuned) if args.tuned else None,
-                         **kw)
+                         force=args.force, **kw)
     print(summarize(res).to_string())
     print(f"\n{len(res)} results in {args.out}; wall time {t.seconds:.1f} s")
     return 0

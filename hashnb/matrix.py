@@ -45,19 +45,33 @@ def result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, 
     return out / f"{dataset}-{protocol}-{safe}-{bits}b-s{seed}.json"
 
 
-# The two benchmark profiles of the book (chapter 8). ``cpu`` is what the committed
-# book/results/cpu JSON files were made with; ``gpu`` is the end-to-end variant, documented
-# and runnable on one GPU, never needed by CI. Explicit command-line options override a
+# The benchmark profiles of the book (chapter 8). ``cpu`` and ``cpu-pool`` are what the
+# committed book/results/cpu JSON files were made with; ``gpu`` is the end-to-end variant,
+# documented and runnable on one GPU, never needed by CI. ``tuned`` names a folder below
+# book/results (``bench tune``'s output). Explicit command-line options override a
 # profile's entries.
 PROFILES: dict[str, dict] = {
     "cpu": dict(
-        dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2], bits=[8, 16, 32, 64],
+        dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2, 3, 4], bits=[8, 16, 32, 64],
         methods=["lsh", "itq", "dpsh", "hashnet", "csq", "orthohash", "crh", "mlh", "adsh",
-                 "mah"],
+                 "mah", "crh:reassign=none", "mlh:branches=center", "mlh:experts=0"],
         extra_bits={"mah": [4, 6, 12]},
         features={"backbone": "tf_efficientnet_lite0", "input_size": 128},
+        tuned="tuned",
         description="frozen ImageNet EfficientNet-Lite0 features at 128 px, each method's "
-                    "default epochs, best validation epoch"),
+                    "tuned configuration (book/results/tuned: lr, weight decay, its own "
+                    "settings), early stopping on validation mAP (100 epochs at most, "
+                    "patience 10), best validation epoch; three twins of the recent methods"),
+    # ADSH and MAH under their own protocol: the labelled database is the training pool,
+    # the database codes are the learned V (written to the same folder as "cpu")
+    "cpu-pool": dict(
+        dataset="cifar10", protocol="cifar10-1", seeds=[0, 1, 2, 3, 4], bits=[8, 16, 32, 64],
+        methods=["adsh:pool=database", "mah:pool=database"],
+        extra_bits={"mah:pool=database": [4, 6, 12]},
+        features={"backbone": "tf_efficientnet_lite0", "input_size": 128},
+        tuned="tuned",
+        description="ADSH/MAH's own protocol (cifar10-1, database = training pool), "
+                    "tuned configurations of protocol cifar10 reused"),
     "gpu": dict(
         dataset="cifar10", protocol="cifar10", seeds=[0, 1, 2], bits=[16, 32, 64],
         methods=["dpsh", "hashnet", "csq", "orthohash"],
@@ -96,9 +110,10 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
     force : recompute results stored with another configuration (otherwise ``ValueError``
         naming the differences, before any cell runs).
     tuned : ``{method: settings}`` from :func:`hashnb.tuning.load_tuned` (``bench tune``):
-        the method's tuned ``method_kwargs``, ``lr``, ``weight_decay``, ``epochs`` (the most)
-        and ``patience`` (early stopping on validation); a variant spec's own arguments and
-        an explicit ``epochs`` win. Recorded in every result's ``request``.
+        the method's tuned ``method_kwargs``, ``lr``, ``weight_decay``, ``epochs`` (the most),
+        ``patience`` (early stopping on validation) and ``val_every``; a variant spec's own
+        arguments and an explicit ``epochs`` win. A variant spec (``mlh:experts=0``) without
+        its own record uses its method's. Recorded in every result's ``request``.
 
     A stored result is reused only when its ``request`` (the cell's whole configuration:
     data content, features, split, method and resolved hyper-parameters, bits, seed,
@@ -141,7 +156,7 @@ def run_matrix(methods: Iterable[str], bits: Iterable[int], seeds: Iterable[int]
         if tc:
             mkw = {**tc.get("method_kwargs", {}), **mkw}
             ep = tc.get("epochs") if ep is None else ep
-            fit_kw = {k: tc[k] for k in ("lr", "weight_decay", "patience")
+            fit_kw = {k: tc[k] for k in ("lr", "weight_decay", "patience", "val_every")
                       if tc.get(k) is not None}
         if ft:
             mkw = {"backbone": ft.get("backbone", "tf_efficientnet_lite0"),

@@ -83,13 +83,14 @@ def suggest(trial, space: dict[str, tuple]) -> dict:
 
 
 def _study_key(method: str, dataset, split, *, bits, seed, space, max_epochs, patience,
-               fixed) -> str:
+               fixed, defaults) -> str:
     sha = hashlib.sha1()
     for part in ("train", "val"):
         sha.update(np.asarray(getattr(split, part), dtype=np.int64).tobytes())
     key = json.dumps({"method": method, "data": data_fingerprint(dataset), "split": sha.hexdigest(),
                       "bits": bits, "seed": seed, "space": space, "max_epochs": max_epochs,
-                      "patience": patience, "fixed": fixed}, sort_keys=True, default=str)
+                      "patience": patience, "fixed": fixed, "defaults": defaults},
+                     sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -128,8 +129,11 @@ def tune_method(spec: str, dataset, split, *, bits: int = 32, trials: int = 20, 
     if name not in SPACES:
         raise ValueError(f"no search space for {name!r}; declared: {sorted(SPACES)}")
     space = {k: v for k, v in {**COMMON, **SPACES[name]}.items() if k not in fixed}
+    # the method's defaults outside the space are part of the study: a changed default
+    # (e.g. CRH's codebook construction) starts a new study instead of resuming an old one
+    defaults = method_from_dataset(name, dataset, bits=bits, seed=seed, **fixed).hparams()
     key = _study_key(spec, dataset, split, bits=bits, seed=seed, space=space,
-                     max_epochs=max_epochs, patience=patience, fixed=fixed)
+                     max_epochs=max_epochs, patience=patience, fixed=fixed, defaults=defaults)
     folder = Path(storage_dir) if storage_dir is not None else cache_dir("tuning")
     folder.mkdir(parents=True, exist_ok=True)
     journal = folder / f"{getattr(dataset, 'name', 'data')}-{name}-{bits}b-s{seed}-{key}.log"
@@ -173,7 +177,7 @@ def tune_method(spec: str, dataset, split, *, bits: int = 32, trials: int = 20, 
         space={k: list(v) for k, v in space.items()}, fixed=fixed, study=key,
         wall_seconds_this_call=time.perf_counter() - t0,
         tuned={"method_kwargs": {**fixed, **params}, "lr": lr, "weight_decay": wd,
-               "epochs": max_epochs, "patience": patience},
+               "epochs": max_epochs, "patience": patience, "val_every": 1},
         best={"number": best.number, "val_map": best.value, **best.user_attrs},
         history=[{"number": t.number, "state": t.state.name, "value": t.value,
                   "params": t.params, **t.user_attrs} for t in study.trials])
@@ -181,13 +185,15 @@ def tune_method(spec: str, dataset, split, *, bits: int = 32, trials: int = 20, 
 
 def load_tuned(folder: str | Path) -> dict[str, dict]:
     """``{method spec: tuned settings}`` from the ``<method>.json`` files of ``bench tune``:
-    ``method_kwargs``, ``lr``, ``weight_decay``, ``epochs`` (the most) and ``patience``."""
+    ``method_kwargs``, ``lr``, ``weight_decay``, ``epochs`` (the most), ``patience`` and
+    ``val_every`` (1: validation after every epoch, as in the trials; records written before
+    it was stored get 1)."""
     out = {}
     for p in sorted(Path(folder).glob("*.json")):
         rec = json.loads(p.read_text())
         if "tuned" not in rec or "method" not in rec:
             raise ValueError(f"{p} is not a `bench tune` record (no 'tuned' or 'method')")
-        out[rec["method"]] = rec["tuned"]
+        out[rec["method"]] = {"val_every": 1, **rec["tuned"]}
     if not out:
         raise FileNotFoundError(f"no tuned configurations (*.json) in {folder}; run "
                                 "python -m hashnb.bench tune first")

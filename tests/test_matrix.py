@@ -76,11 +76,21 @@ def test_profiles_resolve_and_cli_overrides():
     a = parser.parse_args(["run", "--profile", "cpu", "--out", "x"])
     kw = resolve_profile(a)
     assert kw["dataset"] == "cifar10" and kw["protocol"] == "cifar10"
-    assert kw["bits"] == [8, 16, 32, 64] and kw["seeds"] == [0, 1, 2]
+    assert kw["bits"] == [8, 16, 32, 64] and kw["seeds"] == [0, 1, 2, 3, 4]
     assert kw["features"] == {"backbone": "tf_efficientnet_lite0", "input_size": 128}
     from hashnb.methods import list_methods
-    # every registered trainable method is in the cpu profile (closed-form ones too)
-    assert set(kw["methods"]) == set(list_methods())
+    from hashnb.methods.registry import parse_method_spec
+    # every registered method is in the cpu profile (closed-form ones too), plus the twins
+    assert {parse_method_spec(m)[0] for m in kw["methods"]} == set(list_methods())
+    assert {"crh:reassign=none", "mlh:branches=center", "mlh:experts=0"} <= set(kw["methods"])
+    # the committed tuned configurations are used, every trained method has one
+    trained = {m for m in list_methods() if m not in ("lsh", "itq")}
+    assert trained <= set(kw["tuned"]) and all(kw["tuned"][m]["val_every"] == 1 for m in trained)
+    off = resolve_profile(parser.parse_args(["run", "--profile", "cpu", "--tuned", "none",
+                                             "--out", "x"]))
+    assert "tuned" not in off
+    pool = resolve_profile(parser.parse_args(["run", "--profile", "cpu-pool", "--out", "x"]))
+    assert pool["protocol"] == "cifar10-1" and pool["extra_bits"] == {"mah:pool=database": [4, 6, 12]}
     b = parser.parse_args(["run", "--profile", "gpu", "--methods", "csq", "--bits", "16",
                            "--seeds", "5", "--input-size", "96", "--out", "x"])
     kw = resolve_profile(b)

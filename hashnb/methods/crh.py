@@ -9,8 +9,10 @@ to codebook entries so that each class takes the candidate nearest (on average) 
 codes its training images already produce. Centers therefore follow the network, and
 classes that the network maps close together can take nearby codes.
 
-* Codebook: M candidates (default M = 2C), distinct, with large pairwise distances
-  (:func:`hashnb.centers.crh_codebook`).
+* Codebook: M candidates (default M = 2C), distinct, with large pairwise distances: the
+  greedy max-min-distance construction (:func:`hashnb.centers.max_distance_centers`,
+  ``codebook="max-distance"``, default) or the best of ``codebook_trials`` uniform draws
+  (:func:`hashnb.centers.crh_codebook`, ``codebook="random"``).
 * Multi-head codebook: the K bits are split into H heads of d bits, d the smallest divisor
   of K with 2^d >= M (:func:`hashnb.centers.crh_head_bits`); each head has its own
   sub-codebook and its own class -> sub-code matching (distinct within a head); a class
@@ -20,15 +22,20 @@ classes that the network maps close together can take nearby codes.
   codes, collected during that epoch's training pass (a sample with q labels counts 1/q
   for each), and every candidate b_m; the one-to-one matching is solved exactly by the
   Hungarian algorithm or greedily in a random class order
-  (:func:`hashnb.centers.match_classes_to_codes`). Default schedule: every epoch for the
-  first 20, then every 5th.
+  (:func:`hashnb.centers.match_classes_to_codes`). Default schedule: once early in the
+  first epoch, after ``first_reassign`` training batches (the codes of a barely trained
+  network, which already group by class on pretrained features), then after every epoch
+  for the first 20, then every 5th. Without the early step (``first_reassign=0``, the
+  schedule before hashnb 0.2) the first matching waits a full epoch, by which time every
+  class has been pulled to its random initial center and the matching keeps it there.
 * Loss: margin-cosine cross-entropy against the assigned centers plus tanh quantization
   (:func:`hashnb.losses.crh.crh_loss`).
 
 **Our reconstruction.** Neither the paper's full text nor its code was available (chapter 4
 lists the sources and how certain each detail is). Guessed or adapted here,
-each a constructor switch: how "large distances" are obtained when sampling the codebook
-(best of ``codebook_trials`` uniform draws by minimum then mean distance); the initial
+each a constructor switch: how "large distances" are obtained for the codebook (greedy
+max-min distance; the best of ``codebook_trials`` uniform draws is the ``"random"``
+switch); when the first reassignment runs (``first_reassign``); the initial
 assignment (uniformly random, per head); the codebook seed (the run's seed unless
 ``center_seed`` is given); the Hungarian solver as the default (the release reportedly
 defaults to greedy); the hash layer (a BatchNorm'ed linear layer on hashnb's MLP, as our
@@ -39,7 +46,8 @@ the paper's (Adam 1e-4, cosine schedule, 300 epochs). The release's undocumented
 
 Per-epoch records (``history``): ``assignment`` (H, C) code index of every class in every
 head after the epoch, ``reassigned`` (1 when the step ran), ``centers_changed`` (classes
-whose center moved), and in the first record ``assignment_init``.
+whose center moved), and in the first record ``assignment_init`` and
+``early_centers_changed`` (centers moved by the early step).
 """
 from __future__ import annotations
 
@@ -48,7 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hashnb.centers import crh_codebook, crh_head_bits, match_classes_to_codes
+from hashnb.centers import (crh_codebook, crh_head_bits, match_classes_to_codes,
+                            max_distance_centers)
 from hashnb.losses.crh import crh_loss, crh_scale
 from hashnb.methods.base import EpochLog, HashMethod, SingleItemBatchNorm, register_method
 from hashnb.utils import binarize
@@ -56,6 +65,8 @@ from hashnb.utils import binarize
 __all__ = ["CRH", "CRHEpochLog"]
 
 _REASSIGN = ("hungarian", "greedy", "none")
+_CODEBOOKS = ("max-distance", "random")
+_EARLY = 2 ** 31 - 1  # the early step's key for the greedy order's random stream
 
 
 @register_method("crh")
@@ -78,8 +89,13 @@ class CRH(SingleItemBatchNorm, HashMethod):
         multi-label (paper/release).
     center_seed : seed of the codebook, the initial assignment and the greedy order;
         None (default) = the run's seed (so seeds also vary the codebook).
-    codebook_trials : uniform draws per sub-codebook, the one with the largest minimum
-        (then mean) distance kept (our reconstruction).
+    codebook : "max-distance" (default: greedy farthest-point sub-codebooks, which reach
+        the Gilbert--Varshamov distance for d <= 16) or "random" (best of
+        ``codebook_trials`` uniform draws, by minimum then mean distance); both ours.
+    codebook_trials : uniform draws per sub-codebook for ``codebook="random"``.
+    first_reassign : run the first reassignment after this many training batches of the
+        first epoch (default 4; ours), on the codes collected in those batches; 0 = only at
+        epoch ends.
     head_batchnorm : BatchNorm on the hash layer (default True, as our OrthoHash).
     """
 
@@ -92,7 +108,8 @@ class CRH(SingleItemBatchNorm, HashMethod):
                  heads: int | str = "auto", codebook_size: int | None = None,
                  reassign_until: int = 20, reassign_every: int = 5, margin: float = 0.2,
                  scale: float | str = "adacos", quant_weight: float | str = "auto",
-                 center_seed: int | None = None, codebook_trials: int = 200,
+                 center_seed: int | None = None, codebook: str = "max-distance",
+                 codebook_trials: int = 200, first_reassign: int = 4,
                  head_batchnorm: bool = True, **kw):
         super().__init__(bits=bits, num_classes=num_classes, head_batchnorm=head_batchnorm, **kw)
         if reassign not in _REASSIGN:
@@ -125,6 +142,12 @@ class CRH(SingleItemBatchNorm, HashMethod):
             raise ValueError(f"quant_weight must be 'auto' or a number >= 0, got {quant_weight!r}")
         if reassign_until < 0 or reassign_every < 0:
             raise ValueError("reassign_until and reassign_every must be >= 0")
+        if codebook not in _CODEBOOKS:
+            raise ValueError(f"codebook must be one of {_CODEBOOKS}, got {codebook!r}")
+        if isinstance(first_reassign, bool) or not isinstance(first_reassign, (int, np.integer)) \
+                or first_reassign < 0:
+            raise ValueError(f"first_reassign must be an integer >= 0 (training batches of "
+                             f"the first epoch; 0 = none), got {first_reassign!r}")
         self.reassign = reassign
         self.num_heads, self.head_bits, self.codebook_size = K // d, d, M
         self.reassign_until, self.reassign_every = int(reassign_until), int(reassign_every)
@@ -132,7 +155,12 @@ class CRH(SingleItemBatchNorm, HashMethod):
         self.quant_weight_setting = quant_weight
         self.quant_weight = 0.1 if quant_weight == "auto" else float(quant_weight)
         self.center_seed = center_seed
+        self.codebook_kind = codebook
         self.codebook_trials = int(codebook_trials)
+        self.first_reassign = int(first_reassign)
+        self._batches = 0  # training batches seen in the first epoch (early step)
+        self._all_reduce = None  # the context's all_reduce_, set at train start
+        self._early_moved: int | None = None  # centers moved by the early step (this epoch)
         H = self.num_heads
         self.register_buffer("codebook", torch.zeros(H, M, d))
         self.register_buffer("assignment", torch.zeros(H, C, dtype=torch.long))
@@ -146,8 +174,11 @@ class CRH(SingleItemBatchNorm, HashMethod):
     def _draw(self, seed: int) -> None:
         """Sub-codebooks and a uniformly random initial assignment, from ``seed``."""
         H, C, M, d = self.num_heads, self.num_classes, self.codebook_size, self.head_bits
-        cb = np.stack([crh_codebook(M, d, seed=[int(seed), h], n_trials=self.codebook_trials)
-                       for h in range(H)])
+        if self.codebook_kind == "max-distance":
+            cb = np.stack([max_distance_centers(M, d, seed=[int(seed), h]) for h in range(H)])
+        else:
+            cb = np.stack([crh_codebook(M, d, seed=[int(seed), h],
+                                        n_trials=self.codebook_trials) for h in range(H)])
         rng = np.random.default_rng([int(seed), 7919])
         asg = np.stack([rng.permutation(M)[:C] for _ in range(H)])
         dev = self.codebook.device
@@ -223,20 +254,40 @@ class CRH(SingleItemBatchNorm, HashMethod):
         if self.quant_weight_setting == "auto":
             multi = bool((ctx.train_y.sum(1) > 1).any())
             self.quant_weight = 0.0 if multi else 0.1
+        self._all_reduce = ctx.all_reduce_
 
     def on_epoch_start(self, epoch: int, ctx) -> "CRHEpochLog | None":
         self._reset_stats()
+        self._batches, self._early_moved = (0 if epoch == 0 else -1), None
         if epoch == 0:
             return CRHEpochLog(assignment_init=self.assignment.cpu().tolist())
         return None
 
     @torch.no_grad()
     def on_batch_end(self, out, batch) -> None:
-        """Collect the step's training codes per class for the next reassignment."""
-        if self.reassign != "none":
-            self._collect(out.z.float(), batch["y"])
+        """Collect the step's training codes per class for the next reassignment; run the
+        early step after ``first_reassign`` batches of the first epoch."""
+        if self.reassign == "none":
+            return
+        self._collect(out.z.float(), batch["y"])
+        if self.first_reassign and self._batches >= 0:
+            self._batches += 1
+            if self._batches == self.first_reassign:
+                for t in (self._sum, self._weight):  # every rank's codes (DDP)
+                    if self._all_reduce is not None:
+                        self._all_reduce(t)
+                self._early_moved = self.reassign_centers(_EARLY)
+                self._reset_stats()
+                self._batches = -1
 
     def on_epoch_end(self, epoch: int, ctx) -> "CRHEpochLog":
+        early = self._early_moved
+        log = self._epoch_end_step(epoch, ctx)
+        if early is not None:
+            log.early_centers_changed = early
+        return log
+
+    def _epoch_end_step(self, epoch: int, ctx) -> "CRHEpochLog":
         moved, ran = 0, self.scheduled(epoch)
         if ran:
             for t in (self._sum, self._weight):  # every rank's codes (a no-op on one process)
@@ -257,6 +308,7 @@ class CRHEpochLog(EpochLog):
     """History records of CRH: the assignment before training (first epoch), whether the
     step ran, how many class centers moved, and the assignment (H, C) after the epoch."""
     assignment_init: list | None = None
+    early_centers_changed: int | None = None
     reassigned: int | None = None
     centers_changed: int | None = None
     assignment: list | None = None
