@@ -34,6 +34,7 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
+           "paired_comparison", "TWINS",
            "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
@@ -379,6 +380,83 @@ def summarize(results: list[dict], metric: str = "map"):
                           values=metric, aggfunc=mean_std_text)
 
 
+#: each recent method beside its twin (chapters 4-8): (method, twin, what the twin removes)
+TWINS: list[tuple[str, str, str]] = [
+    ("mlh", "mlh:branches=center", "the pairwise branch and the mutual term (center branch alone)"),
+    ("mlh", "mlh:experts=0", "the mixture of hash experts (MoHE)"),
+    ("crh", "crh:reassign=none", "the reassignment (fixed random centers from the same codebook)"),
+    ("mah", "adsh", "the extra heads (one code length, ADSH)"),
+    ("mah:pool=database", "adsh:pool=database", "the extra heads, on ADSH/MAH's own protocol"),
+]
+
+
+def paired_comparison(results: list[dict], a: str, b: str, *, metric: str = "map",
+                      protocol: str | None = None, n_boot: int = 10_000, alpha: float = 0.05,
+                      seed: int = 0):
+    """``a`` against its twin ``b``, paired by seed (same split, same initial draw), per
+    code length: a pandas table with n, the two means ± std, the mean paired difference a - b,
+    a paired t-test (``scipy.stats.ttest_rel``, two-sided), a percentile bootstrap CI of the
+    mean difference (``n_boot`` resamples of the seeds, seeded) and whether the difference
+    is significant at ``alpha`` (t-test). Code lengths where fewer than two seeds have both
+    are left out. Raises ``ValueError`` when the two were run on different splits for a seed.
+    """
+    import pandas as pd
+    from scipy import stats
+
+    def cells(method):
+        out = {}
+        for r in results:
+            if r["method"] == method and (protocol is None or r["protocol"] == protocol):
+                out[(r["protocol"], r["bits"], r["seed"])] = r
+        return out
+
+    ca, cb = cells(a), cells(b)
+    rows = []
+    for proto, bits in sorted({k[:2] for k in ca} & {k[:2] for k in cb}):
+        seeds = sorted(s for (p, bt, s) in ca if (p, bt) == (proto, bits) and (p, bt, s) in cb)
+        for s in seeds:
+            sa = (ca[(proto, bits, s)].get("request") or {}).get("split")
+            sb = (cb[(proto, bits, s)].get("request") or {}).get("split")
+            if sa and sb and sa != sb:
+                raise ValueError(f"{a} and {b} at {bits} bits, seed {s} were run on different "
+                                 f"splits ({sa} vs {sb}); rerun them on the same split")
+        if len(seeds) < 2:
+            continue
+        va = np.array([ca[(proto, bits, s)]["metrics"][metric] for s in seeds], dtype=float)
+        vb = np.array([cb[(proto, bits, s)]["metrics"][metric] for s in seeds], dtype=float)
+        d = va - vb
+        t = stats.ttest_rel(va, vb)
+        rng = np.random.default_rng(seed)
+        boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+        p = float(t.pvalue) if np.isfinite(t.pvalue) else (0.0 if d.mean() != 0 else 1.0)
+        rows.append({"protocol": proto, "bits": int(bits), "n": len(seeds),
+                     a: mean_std_text(va), b: mean_std_text(vb),
+                     "diff": float(d.mean()), "diff_std": float(d.std(ddof=1)),
+                     "t": float(t.statistic), "p": p, "ci_low": float(lo), "ci_high": float(hi),
+                     "significant": bool(p < alpha)})
+    return pd.DataFrame(rows)
+
+
+def _twin_lines(results: list[dict], metric: str = "map") -> list[str]:
+    """Markdown of every twin pair present in ``results`` (for :func:`markdown_report`)."""
+    lines = []
+    for a, b, what in TWINS:
+        tab = paired_comparison(results, a, b, metric=metric)
+        if tab.empty:
+            continue
+        lines += [f"### {a} vs {b} (without {what})", "",
+                  f"| protocol | bits | n | {a} | {b} | mean diff | 95% bootstrap CI | "
+                  "paired t-test p | significant (p < 0.05) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in tab.to_dict("records"):
+            lines.append(f"| {r['protocol']} | {r['bits']} | {r['n']} | {r[a]} | {r[b]} | "
+                         f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
+                         f"{r['p']:.3g} | {'yes' if r['significant'] else 'no'} |")
+        lines.append("")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------
 # command line (wired into ``python -m hashnb.bench`` as the ``run`` and ``report`` verbs)
 # ---------------------------------------------------------------------------------------
@@ -417,4 +495,10 @@ def markdown_report(results: list[dict], metrics=("map", "map@1000", "p@r2")) ->
                 cells = [row[b] if isinstance(row[b], str) else "" for b in bits]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
+    twins = _twin_lines(results)
+    if twins:
+        lines += ["## Twins: each recent method against itself without its mechanism", "",
+                  "Paired by seed (same split and initial draw); mAP@all. The t-test is "
+                  "scipy.stats.ttest_rel, the CI a percentile bootstrap of the mean paired "
+                  "difference over seeds (10,000 resamples, seed 0).", ""] + twins
     return "\n".join(lines)

@@ -268,3 +268,51 @@ def test_training_batch_of_one_item_uses_running_batchnorm_statistics():
     assert out["z"].shape == (1, 16) and m.training and m.model.head.bn.training
     with pytest.raises(ValueError):  # plain BatchNorm still refuses one item in training
         m.model.head.bn(torch.randn(1, 16))
+
+
+# --------------------------------------------------------------- faithful defaults (issue 13)
+@pytest.mark.parametrize("bits", [8, 16, 32, 64])
+def test_max_distance_codebook_is_at_least_as_spread_as_the_best_random_draw(bits):
+    md = CRH(bits=bits, num_classes=10, in_dim=8)
+    rnd = CRH(bits=bits, num_classes=10, in_dim=8, codebook="random")
+    assert md.hparams()["codebook"] == "max-distance"
+    for h in range(md.num_heads):
+        dm, dr = pairwise_hamming(md.codebook[h].numpy()), pairwise_hamming(rnd.codebook[h].numpy())
+        iu = np.triu_indices(len(dm), 1)
+        assert dm[iu].min() >= dr[iu].min() and dm[iu].min() >= 1  # distinct, spread
+    # the greedy construction beats the old best-of-200 draws where the head is 8 bits
+    d8 = pairwise_hamming(md.codebook[0].numpy())[np.triu_indices(20, 1)].min()
+    r8 = pairwise_hamming(rnd.codebook[0].numpy())[np.triu_indices(20, 1)].min()
+    assert d8 > r8
+
+
+def test_early_reassignment_runs_after_the_given_batches_only_in_the_first_epoch(digits_warm):
+    ds, split = digits_warm
+    calls = []
+
+    class Spy(CRH):
+        def reassign_centers(self, epoch=0):
+            calls.append((epoch, float(self._weight.sum())))
+            return super().reassign_centers(epoch)
+
+    torch.manual_seed(0)
+    m = Spy(bits=16, num_classes=10, in_dim=64, first_reassign=2, reassign_until=1,
+            reassign_every=0)
+    run = fit(m, ds, split, epochs=3, batch_size=64, seed=0, progress=False, val_every=1)
+    # the early step saw exactly two batches' codes, then the end of epoch 1 the rest
+    assert calls[0][0] == 2 ** 31 - 1 and calls[0][1] == 2 * 64
+    assert calls[1][0] == 0 and calls[1][1] == len(split.train) - 2 * 64
+    assert len(calls) == 2  # reassign_until=1, reassign_every=0: nothing after epoch 1
+    assert "early_centers_changed" in run.history[0]
+    assert all("early_centers_changed" not in r for r in run.history[1:])
+    off = fit(Spy(bits=16, num_classes=10, in_dim=64, first_reassign=0), ds, split, epochs=1,
+              seed=0, progress=False)
+    assert "early_centers_changed" not in off.history[0]
+
+
+@pytest.mark.parametrize("kw, match", [({"codebook": "hadamard"}, "codebook must be one of"),
+                                       ({"first_reassign": -1}, "first_reassign"),
+                                       ({"first_reassign": 1.5}, "first_reassign")])
+def test_new_switches_refuse_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        CRH(bits=16, num_classes=10, in_dim=8, **kw)

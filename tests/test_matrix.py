@@ -147,3 +147,62 @@ def test_train_throughput_times_every_method_on_the_same_split(cache):
         assert rows[m]["epochs"] == 2 and rows[m]["samples_per_s"] > 0
         # throughput is over the epochs' own time: 2 x 450 items / that time
         assert rows[m]["samples_per_s"] == pytest.approx(2 * 450 / rows[m]["seconds"])
+
+
+# ------------------------------------------------------------------ paired twin statistics
+def _fake(method, bits, seed, value, split="s"):
+    return {"dataset": "d", "protocol": "p", "method": method, "bits": bits, "seed": seed,
+            "metrics": {"map": value}, "request": {"split": f"{split}{seed}"}}
+
+
+def test_paired_comparison_matches_scipy_and_a_slow_bootstrap():
+    from scipy import stats
+
+    from hashnb.matrix import paired_comparison
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 0.7, 5), rng.uniform(0.5, 0.7, 5)
+    res = [_fake("x", 16, s, a[s]) for s in range(5)] + [_fake("y", 16, s, b[s]) for s in range(5)]
+    res.append(_fake("x", 32, 0, 0.6))  # one seed only at 32 bits: left out
+    tab = paired_comparison(res, "x", "y", n_boot=2000, seed=3)
+    assert tab["bits"].tolist() == [16]
+    row = tab.iloc[0]
+    ref = stats.ttest_rel(a, b)
+    assert row["t"] == pytest.approx(ref.statistic) and row["p"] == pytest.approx(ref.pvalue)
+    assert row["diff"] == pytest.approx((a - b).mean()) and row["n"] == 5
+    # the bootstrap against a loop over resamples with the same random stream
+    g = np.random.default_rng(3)
+    idx = g.integers(0, 5, size=(2000, 5))
+    means = [float(np.mean([(a - b)[i] for i in row_i])) for row_i in idx]
+    assert row["ci_low"] == pytest.approx(np.quantile(means, 0.025))
+    assert row["ci_high"] == pytest.approx(np.quantile(means, 0.975))
+    assert row["significant"] == (ref.pvalue < 0.05)
+
+
+def test_paired_comparison_pairs_by_seed_and_refuses_different_splits():
+    from hashnb.matrix import paired_comparison
+
+    # a constant paired gain is significant even when the seeds vary a lot
+    base = [0.3, 0.6, 0.45, 0.5, 0.7]
+    res = [_fake("x", 8, s, v + 0.01 + 1e-4 * s) for s, v in enumerate(base)]
+    res += [_fake("y", 8, s, v) for s, v in enumerate(base)]
+    row = paired_comparison(res, "x", "y").iloc[0]
+    assert row["significant"] and row["ci_low"] > 0 and row["diff"] == pytest.approx(0.0102)
+    bad = res[:-1] + [_fake("y", 8, 4, 0.7, split="other")]
+    with pytest.raises(ValueError, match="different splits"):
+        paired_comparison(bad, "x", "y")
+
+
+def test_markdown_report_has_a_twin_section_when_twins_are_present():
+    from hashnb.matrix import markdown_report
+
+    res = []
+    for s in range(3):
+        for m, v in (("crh", 0.6 + 0.01 * s), ("crh:reassign=none", 0.58 + 0.012 * s)):
+            r = _fake(m, 16, s, v)
+            r["metrics"].update({"map@1000": v, "p@r2": v})
+            r.update(selection="best", split_sizes={}, features={})
+            res.append(r)
+    text = markdown_report(res)
+    assert "## Twins" in text and "### crh vs crh:reassign=none" in text
+    assert markdown_report([r for r in res if r["method"] == "crh"]).count("Twins") == 0

@@ -96,3 +96,17 @@ def test_bench_run_trains_with_the_tuned_configuration(digits, tmp_path):
     assert res["request"]["fit"]["patience"] == 2 and res["epochs"] == 4
     with pytest.raises(FileNotFoundError, match="bench tune"):
         load_tuned(tmp_path / "empty")
+
+
+def test_a_changed_default_starts_a_new_study(digits, tmp_path, monkeypatch):
+    # CRH's codebook default changed in issue 13: a study of the old default must not be
+    # resumed as if it were the new one
+    from hashnb.methods.crh import CRH
+
+    ds, split = digits
+    first = tune_method("crh", ds, split, storage_dir=tmp_path, **{**TINY, "trials": 1})
+    hparams = CRH.hparams
+    monkeypatch.setattr(CRH, "hparams", lambda self: {**hparams(self), "codebook": "random"})
+    second = tune_method("crh", ds, split, storage_dir=tmp_path, **{**TINY, "trials": 1})
+    assert second["study"] != first["study"]
+    assert len(list(tmp_path.glob("*.log"))) == 2
