@@ -34,7 +34,7 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
-           "paired_comparison", "TWINS",
+           "paired_comparison", "TWINS", "floor_checks",
            "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
@@ -435,6 +435,69 @@ def paired_comparison(results: list[dict], a: str, b: str, *, metric: str = "map
                      "diff": float(d.mean()), "diff_std": float(d.std(ddof=1)),
                      "t": float(t.statistic), "p": p, "ci_low": float(lo), "ci_high": float(hi),
                      "significant": bool(p < alpha)})
+    return pd.DataFrame(rows)
+
+
+def _means(results: list[dict], metric: str = "map") -> dict:
+    """{(protocol, method, bits): (mean, {seed: value})} over seeds."""
+    acc: dict = {}
+    for r in results:
+        acc.setdefault((r["protocol"], r["method"], r["bits"]), {})[r["seed"]] = \
+            r["metrics"][metric]
+    return {k: (float(np.mean(list(v.values()))), v) for k, v in acc.items()}
+
+
+def floor_checks(results: list[dict], protocol: str = "cifar10") -> "pd.DataFrame":
+    """The floors issue 13 sets on the cpu profile, checked on ``results`` (means over
+    seeds): one row per check with what was measured, the target and whether it is met
+    (None when a result it needs is missing). Also flags every trained method whose mAP
+    falls from 32 to 64 bits by more than seed noise (a paired t-test over the seeds,
+    p < 0.05, and a drop)."""
+    import pandas as pd
+    from scipy import stats
+
+    m = _means(results)
+    P, POOL = protocol, "cifar10-1"
+
+    def mean(method, bits, proto=P):
+        return m.get((proto, method, bits), (None, None))[0]
+
+    rows = []
+
+    def check(name, measured, target, ok):
+        rows.append({"check": name, "measured": measured, "target": target,
+                     "met": None if measured is None or target is None else bool(ok)})
+
+    for meth in ("dpsh", "hashnet"):
+        v = mean(meth, 64)
+        check(f"{meth} 64 bits >= 0.62", v, 0.62, v is not None and v >= 0.62)
+    v = mean("mlh", 64)
+    check("mlh 64 bits >= 0.615", v, 0.615, v is not None and v >= 0.615)
+    for b in (16, 32, 64):
+        v, c = mean("mlh", b), mean("mlh:branches=center", b)
+        check(f"mlh > its center branch alone, {b} bits", v, c,
+              v is not None and c is not None and v > c)
+        refs = [x for x in (mean("csq", b), mean("dpsh", b)) if x is not None]
+        goal = max(refs) + 0.01 if len(refs) == 2 else None
+        check(f"goal: mlh >= max(csq, dpsh) + 0.01, {b} bits", v, goal,
+              v is not None and goal is not None and v >= goal)
+    for b in (8, 16, 32, 64):
+        v, c = mean("crh", b), mean("csq", b)
+        check(f"crh >= csq, {b} bits", v, c, v is not None and c is not None and v >= c)
+    v, c = mean("mah:pool=database", 8, POOL), mean("csq", 16)
+    check("mah 8 bits (cifar10-1, database as pool) >= csq 16 bits (cifar10)", v, c,
+          v is not None and c is not None and v >= c)
+    trained = sorted({meth for (p, meth, b) in m if p == P and meth not in ("lsh", "itq")})
+    for meth in trained:
+        a, b = m.get((P, meth, 32)), m.get((P, meth, 64))
+        if a is None or b is None:
+            continue
+        seeds = sorted(set(a[1]) & set(b[1]))  # paired by seed
+        drop = b[0] - a[0]
+        p_val = (float(stats.ttest_rel([b[1][s] for s in seeds], [a[1][s] for s in seeds]).pvalue)
+                 if len(seeds) >= 2 else float("nan"))
+        check(f"{meth}: 64 bits not below 32 bits beyond seed noise (paired p = {p_val:.2g})",
+              b[0], a[0], not (drop < 0 and p_val < 0.05))
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from hashnb.matrix import results_dir
 from hashnb.utils import fast_mode
 
-__all__ = ["glue", "chapter_dataset", "banner", "data_line", "results_dir"]
+__all__ = ["glue", "chapter_dataset", "banner", "data_line", "results_dir", "twin_test",
+           "profile_results"]
 
 def glue(name: str, value, display: bool = False):
     """Record ``value`` under ``name`` for ``{glue:text}`name`` in the book's prose.
@@ -85,3 +86,43 @@ def data_line(prefer: str = "cifar10") -> str:
         where = ("CIFAR-10 if torchvision can download it (online), else the embedded digits; "
                  "set HASHNB_DATA to a CIFAR-10 folder to choose")
     return f"data: {where}; frozen EfficientNet-Lite0 features, cached | {mode}"
+
+
+def profile_results(folder: str = "cpu") -> list[dict]:
+    """The committed cpu-profile results (``book/results/<folder>``), every protocol."""
+    from hashnb.matrix import load_results
+
+    return load_results(results_dir(folder))
+
+
+def twin_test(a: str, b: str, results: list[dict] | None = None, *, protocol: str | None = None):
+    """``a`` against its twin ``b`` on the committed cpu profile, paired by seed.
+
+    Returns ``(table, verdict)``: the :func:`hashnb.matrix.paired_comparison` table,
+    formatted for display, and one Markdown sentence per code length that says the mean
+    paired difference, its bootstrap CI, the t-test p value and whether it is significant
+    at 0.05 -- written from the numbers, so the prose cannot go stale.
+    """
+    from hashnb.matrix import paired_comparison
+
+    res = profile_results() if results is None else results
+    tab = paired_comparison(res, a, b, protocol=protocol)
+    if tab.empty:
+        return tab, f"No paired results of `{a}` and `{b}` are committed yet."
+    parts, wins, losses = [], [], []
+    for r in tab.to_dict("records"):
+        sig = "significant" if r["significant"] else "not significant"
+        parts.append(f"{r['bits']} bits: {r['diff']:+.4f} mAP [{r['ci_low']:+.4f}, "
+                     f"{r['ci_high']:+.4f}], p = {r['p']:.2g} ({sig}, {r['n']} seeds)")
+        if r["significant"]:
+            (wins if r["diff"] > 0 else losses).append(str(r["bits"]))
+    summary = (f"`{a}` minus `{b}`, paired over seeds on protocol "
+               f"{', '.join(sorted(set(tab['protocol'])))}: " + "; ".join(parts) + ". ")
+    if wins or losses:
+        summary += (f"Significantly better at {', '.join(wins) or 'no'} bits"
+                    f"{'; significantly worse at ' + ', '.join(losses) + ' bits' if losses else ''}.")
+    else:
+        summary += "No difference is significant at 0.05."
+    show = tab.drop(columns=["t", "diff_std"]).style.format(
+        {"diff": "{:+.4f}", "p": "{:.2g}", "ci_low": "{:+.4f}", "ci_high": "{:+.4f}"}).hide(axis="index")
+    return show, summary

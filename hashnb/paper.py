@@ -702,7 +702,7 @@ PUBLISHED: list[dict] = [
 ]
 
 #: the folders of the book's own CPU results set beside the paper profile
-CPU_FOLDERS = ("book/results/cpu", "book/results/protocols/cifar10-1-dbpool")
+CPU_FOLDERS = ("book/results/cpu", "book/results/cpu-pool")  # the tuned cpu profiles
 PAPER_COMMAND = ("HASHNB_DATA=data/cifar10-jpeg.npz python -m hashnb.bench paper --budget 8 "
                  "--out book/results/gpu")
 PACK_COMMAND = ("python -m hashnb.bench pack-cifar10 --src /path/to/cifar10 "

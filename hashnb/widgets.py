@@ -782,13 +782,14 @@ _METRIC_SHORT = {"map": "mAP@all", "map@1000": "mAP@1000", "p@1000": "P@1000", "
 
 
 def committed_protocols(root: str | os.PathLike | None = None) -> dict:
-    """The committed benchmark folders of the book, by protocol name.
+    """The committed benchmark folders of the book, by name.
 
-    ``root/cpu`` (the cpu profile; named by its records' protocol, ``cifar10``) and every
-    folder under ``root/protocols`` that holds result JSON files (named by the folder:
-    ``cifar10-1``, ``cifar10-1-dbpool``). ``root`` defaults to ``results`` or
-    ``book/results``, whichever exists (a notebook runs from ``book/``, tests from the
-    repository root).
+    ``root/cpu`` (the cpu profile, tuned configurations: ``"cifar10 (tuned)"``),
+    ``root/cpu-pool`` (ADSH/MAH on their own protocol, tuned: ``"cifar10-1, database pool
+    (tuned)"``) and every folder under ``root/protocols`` that holds result JSON files, made
+    with each method's default configuration before tuning (``"cifar10 (defaults)"``,
+    ``"cifar10-1 (defaults)"``, ...). ``root`` defaults to ``results`` or ``book/results``,
+    whichever exists (a notebook runs from ``book/``, tests from the repository root).
 
     Returns
     -------
@@ -797,15 +798,16 @@ def committed_protocols(root: str | os.PathLike | None = None) -> dict:
     """
     root = results_dir() if root is None else Path(root)
     out: dict = {}
-    cpu = root / "cpu"
-    if any(cpu.glob("*.json")):
-        protos = sorted({r["protocol"] for r in load_results(cpu)})
-        out[protos[0] if len(protos) == 1 else "cpu"] = cpu
+    for folder, name in ((root / "cpu", "cifar10 (tuned)"),
+                         (root / "cpu-pool", "cifar10-1, database pool (tuned)")):
+        if any(folder.glob("*.json")):
+            out[name] = folder
     for folder in sorted((root / "protocols").glob("*")):
         if folder.is_dir() and any(folder.glob("*.json")):
-            out[folder.name] = folder
+            out[f"{folder.name} (defaults)"] = folder
     if not out:
-        raise FileNotFoundError(f"no result JSON files under {root}/cpu or {root}/protocols/*")
+        raise FileNotFoundError(f"no result JSON files under {root}/cpu, {root}/cpu-pool or "
+                                f"{root}/protocols/*")
     return out
 
 

@@ -206,3 +206,26 @@ def test_markdown_report_has_a_twin_section_when_twins_are_present():
     text = markdown_report(res)
     assert "## Twins" in text and "### crh vs crh:reassign=none" in text
     assert markdown_report([r for r in res if r["method"] == "crh"]).count("Twins") == 0
+
+
+def test_floor_checks_read_the_means_and_flag_a_drop_from_32_to_64_bits():
+    from hashnb.matrix import floor_checks
+
+    res = []
+    for s in range(3):
+        res += [_fake("dpsh", 64, s, 0.63 + 0.001 * s), _fake("hashnet", 64, s, 0.61),
+                _fake("csq", 16, s, 0.55), _fake("csq", 32, s, 0.60 + 0.001 * s),
+                _fake("csq", 64, s, 0.55 + 0.002 * s)]
+        r = _fake("mah:pool=database", 8, s, 0.74)
+        r["protocol"] = "cifar10-1"
+        res.append(r)
+    for r in res:
+        if r["protocol"] == "p":
+            r["protocol"] = "cifar10"
+    tab = floor_checks(res).set_index("check")
+    assert tab.loc["dpsh 64 bits >= 0.62", "met"] and tab.loc["dpsh 64 bits >= 0.62", "measured"] == pytest.approx(0.631)
+    assert tab.loc["hashnet 64 bits >= 0.62", "met"] is False or not tab.loc["hashnet 64 bits >= 0.62", "met"]
+    assert tab.loc["mah 8 bits (cifar10-1, database as pool) >= csq 16 bits (cifar10)", "met"]
+    assert tab.loc["mlh 64 bits >= 0.615", "met"] is None  # no MLH result: unknown, not failed
+    drop = [c for c in tab.index if c.startswith("csq: 64 bits")]
+    assert len(drop) == 1 and not tab.loc[drop[0], "met"]  # 0.60 -> 0.55, every seed

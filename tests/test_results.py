@@ -17,11 +17,14 @@ from hashnb import matrix
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "book" / "results"
 CPU = RESULTS / "cpu"
+POOL = RESULTS / "cpu-pool"
 PROTOCOL1 = RESULTS / "protocols" / "cifar10-1"
+DEFAULTS54 = RESULTS / "protocols" / "cifar10"  # the cpu profile before tuning (3 seeds)
 SPEED = RESULTS / "speed" / "speed.json"
 #: split sizes of each CIFAR-10 protocol (a result with other sizes came from other data)
 SIZES = {"cifar10": {"train": 4500, "val": 500, "query": 1000, "database": 54000},
-         "cifar10-1": {"train": 4500, "val": 500, "query": 1000, "database": 59000}}
+         "cifar10-1": {"train": 4500, "val": 500, "query": 1000, "database": 59000},
+         "cifar10-500": {"train": 450, "val": 50, "query": 1000, "database": 58500}}
 #: every folder of runner output the book reads (the ablations of chapters 4-7 included)
 TUNED = RESULTS / "tuned"
 FOLDERS = sorted({p.parent for p in RESULTS.rglob("*.json")} - {SPEED.parent, RESULTS / "search"}
@@ -91,17 +94,19 @@ def test_every_committed_result_folder_is_runner_output(folder):
     assert all(len(e) == 1 for e in budgets.values()), budgets
 
 
-def test_protocol_slice_matches_the_benchmark(results):
-    """The chapter's protocol comparison: same methods, seeds and code length as the cpu
-    profile, only the protocol differs."""
-    p1 = _load(PROTOCOL1)
+def test_protocol_slice_matches_its_p54k_counterpart():
+    """The chapter's protocol comparison (run before tuning, each method's defaults): the
+    same methods, seeds, code length and settings as the P-54k run it is set beside
+    (``protocols/cifar10``), only the protocol differs."""
+    p1, p54 = _load(PROTOCOL1), _load(DEFAULTS54)
     assert {r["protocol"] for r in p1} == {"cifar10-1"}
+    assert {r["protocol"] for r in p54} == {"cifar10"}
     bits = {r["bits"] for r in p1}
     assert len(bits) == 1 and bits <= set(matrix.PROFILES["cpu"]["bits"])
     have = {(r["method"], r["seed"]) for r in p1}
-    want = {(m, s) for m in matrix.PROFILES["cpu"]["methods"] for s in matrix.PROFILES["cpu"]["seeds"]}
-    assert have == want
-    ref = {(r["method"], r["seed"]): r for r in results if r["bits"] in bits}
+    assert have == {(r["method"], r["seed"]) for r in p54 if r["bits"] in bits}
+    assert all(r.get("tuned") is None for r in p1 + p54)  # defaults, not tuned
+    ref = {(r["method"], r["seed"]): r for r in p54 if r["bits"] in bits}
     for r in p1:  # the same budget and method settings as the benchmark cell it is set beside
         q = ref[(r["method"], r["seed"])]
         assert (r["epochs"], r["method_kwargs"]) == (q["epochs"], q["method_kwargs"])
@@ -116,6 +121,39 @@ def test_results_cover_the_cpu_profile(results):
                 assert (m, b, s) in have, f"missing {m} {b} bits seed {s}"
     assert {r["dataset"] for r in results} == {prof["dataset"]}
     assert {r["protocol"] for r in results} == {prof["protocol"]}
+
+
+def test_every_profile_result_used_the_committed_tuned_configuration(results):
+    """The cpu and cpu-pool results were trained with exactly the configurations committed in
+    book/results/tuned (a variant spec with its method's), recorded in each request."""
+    from hashnb.methods.registry import parse_method_spec
+    from hashnb.tuning import load_tuned
+
+    tuned = load_tuned(TUNED)
+    pool = _load(POOL) if POOL.is_dir() else []
+    for r in results + pool:
+        name = parse_method_spec(r["method"])[0]
+        if name in ("lsh", "itq"):
+            assert r.get("tuned") is None
+            continue
+        tc = tuned.get(r["method"], tuned[name])
+        assert r["tuned"] == tc, (r["method"], r["bits"], r["seed"])
+        own = parse_method_spec(r["method"])[1]
+        assert r["request"]["method_kwargs"] == {**tc["method_kwargs"], **own}
+        assert r["request"]["lr"] == tc["lr"] and r["request"]["fit"]["patience"] == tc["patience"]
+
+
+def test_pool_profile_covers_adsh_and_mah_on_their_protocol():
+    if not POOL.is_dir():
+        pytest.skip("no cpu-pool results committed")
+    prof = matrix.PROFILES["cpu-pool"]
+    res = _load(POOL)
+    assert {r["protocol"] for r in res} == {"cifar10-1"}
+    have = {(r["method"], r["bits"], r["seed"]) for r in res}
+    assert {m for m, _, _ in have} <= set(prof["methods"])
+    # whatever is committed is complete over the seeds of its (method, bits) cells
+    for m, b in {(m, b) for m, b, _ in have}:
+        assert {s for mm, bb, s in have if (mm, bb) == (m, b)} == set(prof["seeds"]), (m, b)
 
 
 def test_committed_report_is_regenerated_from_the_json(results):
@@ -137,7 +175,7 @@ def test_speed_record():
         # the tie-aware value within the tie effect (synthetic codes: a few points at most)
         assert r["hashnb_map"] == pytest.approx(r["reference_map"], abs=0.05)
     thr = {r["method"]: r for r in rec["training"]["results"]}
-    assert set(thr) == set(matrix.PROFILES["cpu"]["methods"])
+    assert set(thr) == {m.split(":")[0] for m in matrix.PROFILES["cpu"]["methods"]}
     assert all(r["samples_per_s"] is None or r["samples_per_s"] > 0 for r in thr.values())
 
 

@@ -399,15 +399,18 @@ def test_leaderboard_tables_follow_metric_protocol_and_bits(toy_records):
 
 def test_leaderboard_on_committed_results_matches_the_json():
     protos = widgets.committed_protocols(RESULTS)
-    assert list(protos) == ["cifar10", "cifar10-1", "cifar10-1-dbpool"]
+    tuned = ["cifar10 (tuned)"] + (["cifar10-1, database pool (tuned)"]
+                                   if (RESULTS / "cpu-pool").is_dir() else [])
+    assert list(protos) == tuned + ["cifar10 (defaults)", "cifar10-1 (defaults)",
+                                    "cifar10-1-dbpool (defaults)"]
     ex = widgets.leaderboard_explorer(root=RESULTS)
     raw = [json.loads(p.read_text()) for p in sorted((RESULTS / "cpu").glob("*.json"))]
     csq32 = [r["metrics"]["p@r2"] for r in raw if r["method"] == "csq" and r["bits"] == 32]
-    assert len(csq32) == 3
-    assert ex.means("p@r2", "cifar10").loc["csq", 32] == pytest.approx(np.mean(csq32))
-    assert ex.bits("cifar10-1") == [32]
-    assert set(ex.means("map", "cifar10-1-dbpool").index) == {"adsh:pool=database",
-                                                             "mah:pool=database"}
+    assert len(csq32) == 5
+    assert ex.means("p@r2", "cifar10 (tuned)").loc["csq", 32] == pytest.approx(np.mean(csq32))
+    assert ex.bits("cifar10-1 (defaults)") == [32]
+    assert set(ex.means("map", "cifar10-1-dbpool (defaults)").index) == {"adsh:pool=database",
+                                                                        "mah:pool=database"}
 
 
 def test_leaderboard_static_one_tab_per_metric_and_protocol(toy_records):

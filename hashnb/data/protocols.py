@@ -10,6 +10,9 @@ the chapters name each paper's):
 * ``"cifar10-2"`` (GreedyHash / OrthoHash "protocol 2", P-50k): query = the 10,000 test images,
   train = database = the 50,000 train images (needs the fixed train-then-test order of
   :func:`hashnb.data.load_dataset`).
+* ``"cifar10-500"`` (ours, few labels): as ``"cifar10"`` but 50 training images per class
+  (500: 450 train + 50 validation), database = the other 58,500. The setting of chapter 5
+  where a pairwise branch may carry what ten class centers learnt from few images miss.
 * ``"digits"`` (this package's small default): query 30/class (300), train 50/class (500),
   database = the other 997, disjoint from train and query.
 * ``"random"`` (for multi-label image lists, the HashNet NUS-WIDE/COCO convention):
@@ -52,6 +55,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "cifar10-1": dict(kind="per_class", query_per_class=100, train_per_class=500,
                       train_in_database=True),
     "cifar10-2": dict(kind="test_query", n_train=50000, n_test=10000),
+    "cifar10-500": dict(kind="per_class", query_per_class=100, train_per_class=50,
+                        train_in_database=False),
     "digits": dict(kind="per_class", query_per_class=30, train_per_class=50,
                    train_in_database=False),
     "random": dict(kind="random"),
