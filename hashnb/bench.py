@@ -51,8 +51,8 @@ import torch
 from hashnb import metrics, search
 from hashnb.analysis import crh_semantics_study
 from hashnb.data import load_dataset, load_features, make_split, pack_cifar10
-from hashnb.matrix import (PROFILES, load_results, markdown_report, results_dir, run_matrix,
-                           summarize, train_throughput)
+from hashnb.matrix import (PROFILES, load_results, markdown_report, pending_cells, results_dir,
+                           run_matrix, summarize, train_throughput)
 from hashnb.mih import MultiIndexHash, default_substrings
 from hashnb.paper import process_age_s, run_paper
 from hashnb.search import HammingIndex, faiss_available, pack_codes, unpack_codes
@@ -670,6 +670,9 @@ def _add_matrix_parsers(sub) -> None:
     r.add_argument("--metric", default="map")
     r.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
     r.add_argument("--plots", default=None, help="also write mAP-vs-bits and time-vs-mAP PNGs here")
+    r.add_argument("--pending", default=None, metavar="PROFILE",
+                   help="also write FOLDER/PENDING.json: the (method, bits) groups of this "
+                        "profile not yet complete, with the command that completes them")
     r.set_defaults(func=cmd_report)
     tn = sub.add_parser("tune", help="equal tuning of every trained method on validation "
                                      "(Optuna TPE, seeded, early stopping; resumable)")
@@ -781,6 +784,20 @@ def cmd_report(args) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown_report(res))
         print(f"wrote {args.markdown}")
+    if args.pending:
+        cells = pending_cells(res, args.pending)
+        path = Path(args.folder) / "PENDING.json"
+        if cells:
+            path.write_text(json.dumps({
+                "profile": args.pending, "cells": cells,
+                "why": "not run yet: the profile is resumable and these groups were not "
+                       "reached in the time available",
+                "command": f"python -m hashnb.bench run --profile {args.pending} --out "
+                           f"{args.folder}"}, indent=1) + "\n")
+            print(f"wrote {path}: {len(cells)} (method, bits) group(s) pending")
+        elif path.exists():
+            path.unlink()
+            print(f"the profile is complete; removed {path}")
     if args.plots:
         out = Path(args.plots)
         out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
-           "paired_comparison", "TWINS", "floor_checks",
+           "paired_comparison", "TWINS", "floor_checks", "pending_cells",
            "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
@@ -499,6 +499,19 @@ def floor_checks(results: list[dict], protocol: str = "cifar10") -> "pd.DataFram
         check(f"{meth}: 64 bits not below 32 bits beyond seed noise (paired p = {p_val:.2g})",
               b[0], a[0], not (drop < 0 and p_val < 0.05))
     return pd.DataFrame(rows)
+
+
+def pending_cells(results: list[dict], profile: str) -> list[list]:
+    """The ``[method, bits]`` groups of :data:`PROFILES` ``[profile]`` that ``results`` do not
+    hold for every seed (what ``bench report --pending`` writes to PENDING.json)."""
+    prof = PROFILES[profile]
+    have = {(r["method"], r["bits"], r["seed"]) for r in results}
+    out = []
+    for m in prof["methods"]:
+        for b in sorted(set(prof["bits"]) | set(prof.get("extra_bits", {}).get(m, []))):
+            if not all((m, b, s) in have for s in prof["seeds"]):
+                out.append([m, b])
+    return out
 
 
 def _twin_lines(results: list[dict], metric: str = "map") -> list[str]:

@@ -229,3 +229,15 @@ def test_floor_checks_read_the_means_and_flag_a_drop_from_32_to_64_bits():
     assert tab.loc["mlh 64 bits >= 0.615", "met"] is None  # no MLH result: unknown, not failed
     drop = [c for c in tab.index if c.startswith("csq: 64 bits")]
     assert len(drop) == 1 and not tab.loc[drop[0], "met"]  # 0.60 -> 0.55, every seed
+
+
+def test_pending_cells_lists_incomplete_groups_of_the_profile():
+    from hashnb.matrix import PROFILES, pending_cells
+
+    prof = PROFILES["cpu-pool"]
+    res = [_fake("adsh:pool=database", b, s, 0.5) for b in prof["bits"] for s in prof["seeds"]]
+    res += [_fake("mah:pool=database", 8, s, 0.5) for s in prof["seeds"][:-1]]  # one seed short
+    cells = pending_cells(res, "cpu-pool")
+    assert ["mah:pool=database", 8] in cells and ["mah:pool=database", 4] in cells
+    assert not any(m == "adsh:pool=database" for m, _ in cells)
+    assert len(cells) == 7  # MAH at 4, 6, 8, 12, 16, 32, 64 bits
