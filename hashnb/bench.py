@@ -671,7 +671,7 @@ def _add_matrix_parsers(sub) -> None:
     r.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
     r.add_argument("--plots", default=None, help="also write mAP-vs-bits and time-vs-mAP PNGs here")
     r.add_argument("--pending", default=None, metavar="PROFILE",
-                   help="also write FOLDER/PENDING.json: the (method, bits) groups of this "
+                   help="also write FOLDER/PENDING.txt: the (method, bits) groups of this "
                         "profile not yet complete, with the command that completes them")
     r.set_defaults(func=cmd_report)
     tn = sub.add_parser("tune", help="equal tuning of every trained method on validation "
@@ -786,14 +786,13 @@ def cmd_report(args) -> int:
         print(f"wrote {args.markdown}")
     if args.pending:
         cells = pending_cells(res, args.pending)
-        path = Path(args.folder) / "PENDING.json"
+        path = Path(args.folder) / "PENDING.txt"
         if cells:
-            path.write_text(json.dumps({
-                "profile": args.pending, "cells": cells,
-                "why": "not run yet: the profile is resumable and these groups were not "
-                       "reached in the time available",
-                "command": f"python -m hashnb.bench run --profile {args.pending} --out "
-                           f"{args.folder}"}, indent=1) + "\n")
+            path.write_text(
+                f"# (method, bits) groups of profile {args.pending} not run yet (the profile is "
+                "resumable; these were not reached in the time available). Complete them with:\n"
+                f"# python -m hashnb.bench run --profile {args.pending} --out {args.folder}\n"
+                + "".join(f"{m} {b}\n" for m, b in cells))
             print(f"wrote {path}: {len(cells)} (method, bits) group(s) pending")
         elif path.exists():
             path.unlink()

@@ -34,7 +34,7 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
-           "paired_comparison", "TWINS", "floor_checks", "pending_cells",
+           "paired_comparison", "TWINS", "floor_checks", "pending_cells", "read_pending",
            "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
@@ -501,9 +501,22 @@ def floor_checks(results: list[dict], protocol: str = "cifar10") -> "pd.DataFram
     return pd.DataFrame(rows)
 
 
+def read_pending(folder) -> list[tuple[str, int]]:
+    """The ``(method, bits)`` groups listed in ``folder/PENDING.txt`` (none when absent)."""
+    path = Path(folder) / "PENDING.txt"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            m, b = line.split()
+            out.append((m, int(b)))
+    return out
+
+
 def pending_cells(results: list[dict], profile: str) -> list[list]:
     """The ``[method, bits]`` groups of :data:`PROFILES` ``[profile]`` that ``results`` do not
-    hold for every seed (what ``bench report --pending`` writes to PENDING.json)."""
+    hold for every seed (what ``bench report --pending`` writes to PENDING.txt)."""
     prof = PROFILES[profile]
     have = {(r["method"], r["bits"], r["seed"]) for r in results}
     out = []

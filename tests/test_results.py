@@ -123,14 +123,12 @@ def test_protocol_slice_matches_its_p54k_counterpart():
 @pytest.mark.parametrize("folder, profile", [(CPU, "cpu"), (POOL, "cpu-pool")])
 def test_results_cover_the_profile_or_say_what_is_pending(folder, profile):
     """Every cell of the profile is committed, or its (method, bits) group is listed in the
-    folder's PENDING.json (not run yet, with the command that runs it); a group is never
+    folder's PENDING.txt (not run yet, with the command that runs it); a group is never
     half committed (all seeds or none), and nothing listed as pending is committed."""
     prof = matrix.PROFILES[profile]
     res = _load(folder)
     have = {(r["method"], r["bits"], r["seed"]) for r in res}
-    pending_file = folder / "PENDING.json"
-    pending = ({tuple(c) for c in json.loads(pending_file.read_text())["cells"]}
-               if pending_file.exists() else set())
+    pending = set(matrix.read_pending(folder))
     for m in prof["methods"]:
         for b in sorted(set(prof["bits"]) | set(prof["extra_bits"].get(m, []))):
             seeds = {s for s in prof["seeds"] if (m, b, s) in have}
