@@ -47,7 +47,7 @@ def result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, 
 
 
 # The benchmark profiles of the book (chapter 8). ``cpu`` and ``cpu-pool`` are what the
-# committed book/results/cpu JSON files were made with; ``gpu`` is the end-to-end variant,
+# committed book/results/cpu and book/results/cpu-pool JSON files were made with; ``gpu`` is the end-to-end variant,
 # documented and runnable on one GPU, never needed by CI. ``tuned`` names a folder below
 # book/results (``bench tune``'s output). Explicit command-line options override a
 # profile's entries.
@@ -64,7 +64,7 @@ PROFILES: dict[str, dict] = {
                     "settings), early stopping on validation mAP (100 epochs at most, "
                     "patience 10), best validation epoch; three twins of the recent methods"),
     # ADSH and MAH under their own protocol: the labelled database is the training pool,
-    # the database codes are the learned V (written to the same folder as "cpu")
+    # the database codes are the learned V (committed in book/results/cpu-pool)
     "cpu-pool": dict(
         dataset="cifar10", protocol="cifar10-1", seeds=[0, 1, 2, 3, 4], bits=[8, 16, 32, 64],
         methods=["adsh:pool=database", "mah:pool=database"],

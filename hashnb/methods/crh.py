@@ -26,7 +26,7 @@ classes that the network maps close together can take nearby codes.
   first epoch, after ``first_reassign`` training batches (the codes of a barely trained
   network, which already group by class on pretrained features), then after every epoch
   for the first 20, then every 5th. Without the early step (``first_reassign=0``, the
-  schedule before hashnb 0.2) the first matching waits a full epoch, by which time every
+  schedule of earlier hashnb versions) the first matching waits a full epoch, by which time every
   class has been pulled to its random initial center and the matching keeps it there.
 * Loss: margin-cosine cross-entropy against the assigned centers plus tanh quantization
   (:func:`hashnb.losses.crh.crh_loss`).
