@@ -273,29 +273,25 @@ class CRH(SingleItemBatchNorm, HashMethod):
         if self.first_reassign and self._batches >= 0:
             self._batches += 1
             if self._batches == self.first_reassign:
-                for t in (self._sum, self._weight):  # every rank's codes (DDP)
-                    if self._all_reduce is not None:
-                        self._all_reduce(t)
-                self._early_moved = self.reassign_centers(_EARLY)
-                self._reset_stats()
+                self._early_moved = self._reassign_collected(_EARLY, self._all_reduce)
                 self._batches = -1
 
-    def on_epoch_end(self, epoch: int, ctx) -> "CRHEpochLog":
-        early = self._early_moved
-        log = self._epoch_end_step(epoch, ctx)
-        if early is not None:
-            log.early_centers_changed = early
-        return log
-
-    def _epoch_end_step(self, epoch: int, ctx) -> "CRHEpochLog":
-        moved, ran = 0, self.scheduled(epoch)
-        if ran:
-            for t in (self._sum, self._weight):  # every rank's codes (a no-op on one process)
-                ctx.all_reduce_(t)
-            moved = self.reassign_centers(epoch)
+    def _reassign_collected(self, key: int, all_reduce) -> int:
+        """Sum the collected codes over the ranks (``all_reduce``, None = one process), run the
+        matching and start collecting afresh; returns how many class centers moved."""
+        for t in (self._sum, self._weight):
+            if all_reduce is not None:
+                all_reduce(t)
+        moved = self.reassign_centers(key)
         self._reset_stats()
-        return CRHEpochLog(reassigned=int(ran), centers_changed=moved,
-                           assignment=self.assignment.cpu().tolist())
+        return moved
+
+    def on_epoch_end(self, epoch: int, ctx) -> "CRHEpochLog":
+        ran = self.scheduled(epoch)
+        moved = self._reassign_collected(epoch, ctx.all_reduce_) if ran else 0
+        self._reset_stats()
+        return CRHEpochLog(early_centers_changed=self._early_moved, reassigned=int(ran),
+                           centers_changed=moved, assignment=self.assignment.cpu().tolist())
 
     # -- loss -----------------------------------------------------------------------------
     def loss(self, out, batch):
