@@ -61,6 +61,8 @@ class TrainContext:
     rank: int = 0
     world: int = 1
     seed: int = 0
+    last: bool = False  # True in the callbacks of the epoch that ends training
+
 
     def all_reduce_(self, t: torch.Tensor) -> None:
         """Sum ``t`` over the ranks in place (a no-op in a single process)."""
@@ -367,13 +369,15 @@ def fit(method, dataset, split, *, epochs: int | None = None, batch_size: int | 
             sched.step()
         _select(st, method, rec, epoch, o, ctx)
         st.history.append(rec)
+        stop = _patience_spent(st, o)
+        ctx.last = stop or epoch + 1 == o.epochs
         if rank == 0:
             bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("loss", "val_map") if k in rec})
             for cb in callbacks:
                 cb(ctx)
         if folder and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == o.epochs):
             folder.save_checkpoint(method, opt, scaler, sched, epoch, st)
-        if _patience_spent(st, o):
+        if stop:
             break
     bar.close()
     return _finish(method, ctx, st, o, config, folder, time.perf_counter() - t0, distributed)

@@ -51,6 +51,7 @@ import io
 import os
 import traceback
 import uuid
+import time
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -1407,24 +1408,41 @@ def search_explorer(scale=None, **kwargs) -> SearchExplorer:
 
 # ------------------------------------------------------------------------ live training
 class LivePlot:
-    """Callback that redraws loss and validation mAP in a notebook after every epoch.
+    """Callback that redraws loss and validation mAP in a notebook as training runs.
 
     In a live kernel the figure updates in place (one display slot); in a saved notebook
-    only its final state remains, so the built book shows the finished curves.
+    only its final state remains, so the built book shows the finished curves. A redraw
+    costs about 0.2 s of matplotlib, more than a small model's epoch, so redraws are
+    throttled: at most one every ``min_interval`` seconds (and never more than a fifth of
+    the time goes to drawing), but always on the epoch that ends training
+    (``ctx.last``: the budget is spent or early stopping fired), so the final curves are
+    complete.
     """
 
     def __init__(self, keys: Iterable[str] = ("loss", "val_map"), every: int = 1,
-                 title: str | None = None):
+                 title: str | None = None, min_interval: float = 1.0):
         self.keys = tuple(keys)
         self.every = every
         self.title = title
+        self.min_interval = float(min_interval)
+        self.redraws = 0
         self._handle = None
         self._fig = None
+        self._next_draw = float("-inf")
 
     def __call__(self, ctx) -> None:
-        last = ctx.epoch + 1 == ctx.epochs
+        last = bool(getattr(ctx, "last", False)) or ctx.epoch + 1 == ctx.epochs
         if ctx.rank != 0 or ((ctx.epoch + 1) % self.every and not last):
             return
+        if not last and time.perf_counter() < self._next_draw:
+            return
+        t0 = time.perf_counter()
+        self._draw(ctx)
+        spent = time.perf_counter() - t0
+        self._next_draw = time.perf_counter() + max(self.min_interval, 4 * spent)
+        self.redraws += 1
+
+    def _draw(self, ctx) -> None:
         import matplotlib.pyplot as plt
         from IPython.display import display
 

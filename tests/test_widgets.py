@@ -548,3 +548,26 @@ def test_search_live_control_redraws_and_searches_a_small_database():
     assert live["table"].loc["flat", "recall@k"] == 1.0 and live["table"].loc["mih", "recall@k"] == 1.0
     assert (live["table"]["queries/s"] > 0).all()
     assert 'data-n="400"' in shown("live_out") and "Live on this machine" in shown("live_out")
+
+
+def test_live_plot_throttles_redraws_but_always_draws_the_epoch_that_ends_training(
+        digits, monkeypatch):
+    """Early stopping ends training before ``epochs``: the last epoch is still drawn, with the
+    full history, even when the throttle would skip it; every epoch is drawn when it allows."""
+    from hashnb.train import fit, method_from_dataset
+
+    ds, split = digits
+    seen = []
+    monkeypatch.setattr(widgets.LivePlot, "_draw",
+                        lambda self, ctx: seen.append((ctx.epoch, len(ctx.history))))
+    slow = widgets.LivePlot(min_interval=1e9)  # the first epoch, then only the last
+    run = fit(method_from_dataset("csq", ds, bits=16), ds, split, epochs=200, lr=3e-3,
+              val_every=1, patience=3, progress=False, callbacks=[slow])
+    n = len(run.history)
+    assert n < 200  # early stopping fired, so `epoch + 1 == epochs` never held
+    assert seen == [(0, 1), (n - 1, n)] and slow.redraws == 2
+    seen.clear()
+    every = widgets.LivePlot(min_interval=0.0)
+    fit(method_from_dataset("csq", ds, bits=16), ds, split, epochs=5, val_every=1,
+        progress=False, callbacks=[every])
+    assert [e for e, _ in seen] == [0, 1, 2, 3, 4]
