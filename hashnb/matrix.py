@@ -34,7 +34,7 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
-           "paired_comparison", "TWINS", "floor_checks", "pending_cells", "read_pending",
+           "paired_comparison", "TWINS", "twin_table", "floor_checks", "pending_cells", "read_pending",
            "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
@@ -527,21 +527,38 @@ def pending_cells(results: list[dict], profile: str) -> list[list]:
     return out
 
 
+def twin_table(results: list[dict], *, metric: str = "map") -> pd.DataFrame:
+    """Every :data:`TWINS` pair present in ``results``, one row per (pair, protocol, bits).
+
+    The :func:`paired_comparison` columns, with the two methods' cells renamed ``method``
+    and ``twin`` and two more columns: ``pair`` ("a vs b") and ``removes`` (what the twin
+    takes away). Empty when no pair has results on both sides."""
+    import pandas as pd
+
+    rows = []
+    for a, b, what in TWINS:
+        tab = paired_comparison(results, a, b, metric=metric)
+        if not tab.empty:
+            rows.append(tab.rename(columns={a: "method", b: "twin"})
+                        .assign(pair=f"{a} vs {b}", removes=what))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
 def _twin_lines(results: list[dict], metric: str = "map") -> list[str]:
     """Markdown of every twin pair present in ``results`` (for :func:`markdown_report`)."""
     lines = []
-    for a, b, what in TWINS:
-        tab = paired_comparison(results, a, b, metric=metric)
-        if tab.empty:
-            continue
-        lines += [f"### {a} vs {b} (without {what})", "",
+    tab = twin_table(results, metric=metric)
+    for pair, group in (tab.groupby("pair", sort=False) if len(tab) else []):
+        a, b = pair.split(" vs ")
+        lines += [f"### {pair} (without {group['removes'].iloc[0]})", "",
                   f"| protocol | bits | n | {a} | {b} | mean diff | 95% bootstrap CI | "
                   "paired t-test p | significant (p < 0.05) |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for r in tab.to_dict("records"):
-            lines.append(f"| {r['protocol']} | {r['bits']} | {r['n']} | {r[a]} | {r[b]} | "
-                         f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
-                         f"{r['p']:.3g} | {'yes' if r['significant'] else 'no'} |")
+        for r in group.to_dict("records"):
+            lines.append(f"| {r['protocol']} | {r['bits']} | {r['n']} | {r['method']} | "
+                         f"{r['twin']} | {r['diff']:+.4f} | [{r['ci_low']:+.4f}, "
+                         f"{r['ci_high']:+.4f}] | {r['p']:.3g} | "
+                         f"{'yes' if r['significant'] else 'no'} |")
         lines.append("")
     return lines
 

@@ -208,6 +208,21 @@ def test_markdown_report_has_a_twin_section_when_twins_are_present():
     assert markdown_report([r for r in res if r["method"] == "crh"]).count("Twins") == 0
 
 
+def test_twin_table_stacks_every_present_pair_with_its_paired_statistics():
+    from hashnb.matrix import TWINS, paired_comparison, twin_table
+
+    res = [_fake("mlh", b, s, 0.6 + 0.01 * s + 0.001 * b) for b in (16, 32) for s in range(4)]
+    res += [_fake("mlh:experts=0", b, s, 0.59 + 0.012 * s) for b in (16, 32) for s in range(4)]
+    res += [_fake("crh", 8, s, 0.5 + 0.02 * s) for s in range(4)]  # its twin is missing
+    tab = twin_table(res)
+    assert tab["pair"].tolist() == ["mlh vs mlh:experts=0"] * 2 and tab["bits"].tolist() == [16, 32]
+    assert tab["removes"].iloc[0] == next(w for a, b, w in TWINS if b == "mlh:experts=0")
+    ref = paired_comparison(res, "mlh", "mlh:experts=0")
+    assert tab["diff"].tolist() == ref["diff"].tolist() and tab["p"].tolist() == ref["p"].tolist()
+    assert tab["method"].tolist() == ref["mlh"].tolist()
+    assert twin_table([r for r in res if r["method"] == "crh"]).empty
+
+
 def test_floor_checks_read_the_means_and_flag_a_drop_from_32_to_64_bits():
     from hashnb.matrix import floor_checks
 
