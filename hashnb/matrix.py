@@ -34,8 +34,9 @@ from hashnb.train import data_fingerprint, fit, method_from_dataset, run_method
 from hashnb.utils import Timer, json_default, provenance
 
 __all__ = ["run_matrix", "load_results", "summarize", "mean_std_text", "parse_method_spec",
-           "paired_comparison", "TWINS", "twin_table", "floor_checks", "pending_cells", "read_pending",
-           "markdown_report", "result_path", "results_dir", "train_throughput", "PROFILES"]
+           "paired_comparison", "TWINS", "twin_table", "floor_checks", "pending_cells",
+           "read_pending", "markdown_report", "result_path", "results_dir", "train_throughput",
+           "PROFILES"]
 
 REPOSITORY = "https://github.com/hashnb/hashnb"  # where the chapters' install cell gets hashnb
 

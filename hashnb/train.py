@@ -63,7 +63,6 @@ class TrainContext:
     seed: int = 0
     last: bool = False  # True in the callbacks of the epoch that ends training
 
-
     def all_reduce_(self, t: torch.Tensor) -> None:
         """Sum ``t`` over the ranks in place (a no-op in a single process)."""
         if self.world > 1:

@@ -49,9 +49,9 @@ import base64
 import html
 import io
 import os
+import time
 import traceback
 import uuid
-import time
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
