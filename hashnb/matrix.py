@@ -48,8 +48,8 @@ def result_path(out: Path, dataset: str, protocol: str, method: str, bits: int, 
 
 
 # The benchmark profiles of the book (chapter 8). ``cpu`` and ``cpu-pool`` are what the
-# committed book/results/cpu and book/results/cpu-pool JSON files were made with; ``gpu`` is the end-to-end variant,
-# documented and runnable on one GPU, never needed by CI. ``tuned`` names a folder below
+# committed book/results/cpu and book/results/cpu-pool JSON files were made with; ``gpu`` is
+# the end-to-end variant, documented and runnable on one GPU, never needed by CI. ``tuned`` names a folder below
 # book/results (``bench tune``'s output). Explicit command-line options override a
 # profile's entries.
 PROFILES: dict[str, dict] = {
