@@ -93,6 +93,19 @@ def test_notebook_outputs_stripped(path):
     )
 
 
+def test_strip_gives_cells_without_an_id_a_stable_unique_one():
+    """nbformat 4.5 needs a cell id; cells a script appended (or a copy of another cell's
+    source) get one from the stripper, the same on every run, never a taken one."""
+    md = {"cell_type": "markdown", "metadata": {}, "source": ["same text"]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+          "cells": [dict(md, id="keep0001"), dict(md), dict(md)]}
+    out = strip_tool.strip_notebook(nb)
+    ids = [c["id"] for c in out["cells"]]
+    assert ids[0] == "keep0001" and len(set(ids)) == 3
+    assert all(len(i) == 8 for i in ids[1:])
+    assert [c["id"] for c in strip_tool.strip_notebook(nb)["cells"]] == ids
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_rel)
 def test_first_code_cell_installs_hashnb(path):
     cells = [c for c in _load_nb(path)["cells"] if c["cell_type"] == "code"]

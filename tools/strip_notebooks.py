@@ -9,7 +9,8 @@ copies (and large ones: images, widget state). Run before committing::
     python tools/strip_notebooks.py --check    # list notebooks that need stripping; exit 1 if any
     python tools/strip_notebooks.py a.ipynb    # strip the given files only
 
-What is kept: cell sources, cell ids, markdown attachments, the cell metadata keys that
+What is kept: cell sources, cell ids (a cell without one gets a stable id made from its
+source), markdown attachments, the cell metadata keys that
 Jupyter Book reads (``tags``, ``mystnb``) and, at notebook level, ``kernelspec`` (forced to
 the standard ``python3`` kernel), ``language_info.name`` and ``mystnb``. Everything else
 (outputs, execution counts, widget state, Colab/JupyterLab editor metadata) is dropped.
@@ -21,6 +22,7 @@ library is used.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -68,8 +70,12 @@ def strip_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     out["metadata"] = new_meta
 
     cells = []
+    taken = {c["id"] for c in nb["cells"] if "id" in c}
     for cell in nb["cells"]:
         new = {k: v for k, v in cell.items() if k not in ("metadata", "outputs", "execution_count")}
+        if "id" not in new:  # nbformat 4.5 requires one; cells added by a script lack it
+            new["id"] = _new_id(cell, taken)
+            taken.add(new["id"])
         cmeta = cell.get("metadata", {}) or {}
         new["metadata"] = {k: cmeta[k] for k in KEEP_CELL_METADATA if k in cmeta}
         if cell.get("cell_type") == "code":
@@ -78,6 +84,16 @@ def strip_notebook(nb: dict[str, Any]) -> dict[str, Any]:
         cells.append(new)
     out["cells"] = cells
     return out
+
+
+def _new_id(cell: dict[str, Any], taken: set) -> str:
+    """A cell id that is stable (derived from the cell's source) and unique in its notebook."""
+    src = "".join(cell.get("source", []))
+    for salt in range(1000):
+        cid = hashlib.sha1(f"{salt}:{src}".encode()).hexdigest()[:8]
+        if cid not in taken:
+            return cid
+    raise ValueError("could not find a free cell id")  # pragma: no cover - 1000 collisions
 
 
 def dumps(nb: dict[str, Any]) -> str:
